@@ -1,0 +1,34 @@
+"""cxrlabel: chest X-ray reports -> structured labels with a fine-tuned LM, and how good they are.
+
+`snakemake --cores all` runs the embedded default (config/config.yaml); pass
+`--configfile config/mimic.yaml` or `config/openi.yaml` for the other corpora.
+"""
+
+import os
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config/config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+# The scripts import the cxrlabel package from src/, in any environment a job runs in
+# (the project's venv, a rule's conda env, a cluster node).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    filter(None, [f"{workflow.basedir}/src", os.environ.get("PYTHONPATH")])
+)
+
+
+include: "rules/common.smk"
+include: "rules/demo.smk"
+include: "rules/ingest.smk"
+include: "rules/instruct.smk"
+
+
+rule all:
+    input:
+        expand(results("instruct/instruct_{split}.parquet"), split=SPLITS),

@@ -1,0 +1,20 @@
+SPLITS = ["train", "validate", "test"]
+
+
+def results(path):
+    """A path under the configured results directory."""
+    return f"{config['results']}/{path}"
+
+
+def resources_of(rule_name):
+    """The configured cluster resources of a rule: its own entry over the defaults."""
+    return config["resources"]["default"] | config["resources"].get(rule_name, {})
+
+
+def logs(rule_name):
+    return results(f"logs/{rule_name}.log")
+
+
+def bench(rule_name):
+    """Snakemake's per-rule record of wall time and peak memory."""
+    return results(f"benchmarks/{rule_name}.tsv")

@@ -1,0 +1,22 @@
+rule instruct:
+    """Prompt/completion pairs (instruction + report -> serialized labels), one parquet per split."""
+    input:
+        reports=rules.ingest.output.reports,
+        labels=rules.ingest.output.silver,
+    output:
+        expand(results("instruct/instruct_{split}.parquet"), split=SPLITS),
+    log:
+        logs("instruct"),
+    benchmark:
+        bench("instruct")
+    params:
+        fmt=config["instruct"]["format"],
+        splits=SPLITS,
+    threads: resources_of("instruct")["threads"]
+    resources:
+        mem_mb=resources_of("instruct")["mem_mb"],
+        runtime=resources_of("instruct")["runtime"],
+    conda:
+        "../envs/data.yaml"
+    script:
+        "../workflow/scripts/instruct.py"

@@ -1,0 +1,1 @@
+"""Readers and writers of the corpora and label files the pipeline consumes and produces."""

@@ -1,0 +1,76 @@
+"""The 14 CheXpert observations, their value codes and the No Finding convention.
+
+Labels travel between stages as Int8 columns: 1 positive, 0 negative, -1 uncertain and
+null for blank ("not mentioned"). Blank is never 0: "not mentioned" and "negative" are
+different answers.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+import polars as pl
+
+#: Canonical column order of the CheXpert / CheXbert tools.
+OBSERVATIONS: tuple[str, ...] = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Lesion",
+    "Lung Opacity",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
+
+NO_FINDING = "No Finding"
+SUPPORT_DEVICES = "Support Devices"
+#: The 12 pathologies whose positive or uncertain mention rules out No Finding.
+PATHOLOGIES: tuple[str, ...] = tuple(
+    name for name in OBSERVATIONS if name not in (NO_FINDING, SUPPORT_DEVICES)
+)
+
+#: Spellings used by other releases of the same label files.
+ALIASES: dict[str, str] = {"Airspace Opacity": "Lung Opacity"}
+
+LABEL_DTYPE = pl.Int8
+
+
+class Certainty(IntEnum):
+    """A non-blank label; blank is ``None`` wherever labels are held in Python."""
+
+    POSITIVE = 1
+    NEGATIVE = 0
+    UNCERTAIN = -1
+
+    @property
+    def word(self) -> str:
+        return self.name.lower()
+
+
+def label_schema() -> dict[str, pl.DataType]:
+    """Polars schema of the 14 label columns."""
+    return {name: LABEL_DTYPE for name in OBSERVATIONS}
+
+
+def apply_no_finding_rule(labels: dict[str, int | None]) -> dict[str, int | None]:
+    """Return ``labels`` with No Finding set by the CheXpert convention.
+
+    No Finding is positive exactly when none of the 12 pathologies is positive or
+    uncertain (Support Devices does not count); otherwise it is blank. It is never
+    negative or uncertain.
+    """
+    finding = any(labels.get(name) in (1, -1) for name in PATHOLOGIES)
+    return {**labels, NO_FINDING: None if finding else 1}
+
+
+def no_finding_expr() -> pl.Expr:
+    """The No Finding rule as a polars expression over the 12 pathology columns."""
+    finding = pl.any_horizontal([pl.col(name).is_in([1, -1]).fill_null(False) for name in PATHOLOGIES])
+    return pl.when(finding).then(None).otherwise(1).cast(LABEL_DTYPE).alias(NO_FINDING)

@@ -4,8 +4,6 @@
 `--configfile config/mimic.yaml` or `config/openi.yaml` for the other corpora.
 """
 
-import os
-
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
@@ -15,12 +13,6 @@ configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
-
-# The scripts import the cxrlabel package from src/, in any environment a job runs in
-# (the project's venv, a rule's conda env, a cluster node).
-os.environ["PYTHONPATH"] = os.pathsep.join(
-    filter(None, [f"{workflow.basedir}/src", os.environ.get("PYTHONPATH")])
-)
 
 
 include: "rules/common.smk"

@@ -18,3 +18,13 @@ def logs(rule_name):
 def bench(rule_name):
     """Snakemake's per-rule record of wall time and peak memory."""
     return results(f"benchmarks/{rule_name}.tsv")
+
+
+def ingest_inputs(wildcards):
+    """The released files of the configured corpus format."""
+    corpus = config["corpus"]
+    return (
+        {"csv": corpus["openi"]["csv"]}
+        if corpus["format"] == "openi"
+        else corpus["mimic"]
+    )

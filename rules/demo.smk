@@ -9,13 +9,13 @@ rule demo_corpus:
         logs("demo_corpus"),
     benchmark:
         bench("demo_corpus")
-    params:
-        demo=config["demo"],
+    conda:
+        "../envs/data.yaml"
     threads: resources_of("demo_corpus")["threads"]
     resources:
         mem_mb=resources_of("demo_corpus")["mem_mb"],
         runtime=resources_of("demo_corpus")["runtime"],
-    conda:
-        "../envs/data.yaml"
+    params:
+        demo=config["demo"],
     script:
         "../workflow/scripts/demo_corpus.py"

@@ -1,9 +1,3 @@
-def ingest_inputs(wildcards):
-    """The released files of the configured corpus format."""
-    corpus = config["corpus"]
-    return {"csv": corpus["openi"]["csv"]} if corpus["format"] == "openi" else corpus["mimic"]
-
-
 rule ingest:
     """Read the corpus into the reports table and the label tables; account for every record."""
     input:
@@ -18,13 +12,13 @@ rule ingest:
         logs("ingest"),
     benchmark:
         bench("ingest")
-    params:
-        corpus=config["corpus"],
+    conda:
+        "../envs/data.yaml"
     threads: resources_of("ingest")["threads"]
     resources:
         mem_mb=resources_of("ingest")["mem_mb"],
         runtime=resources_of("ingest")["runtime"],
-    conda:
-        "../envs/data.yaml"
+    params:
+        corpus=config["corpus"],
     script:
         "../workflow/scripts/ingest.py"

@@ -9,14 +9,14 @@ rule instruct:
         logs("instruct"),
     benchmark:
         bench("instruct")
-    params:
-        fmt=config["instruct"]["format"],
-        splits=SPLITS,
+    conda:
+        "../envs/data.yaml"
     threads: resources_of("instruct")["threads"]
     resources:
         mem_mb=resources_of("instruct")["mem_mb"],
         runtime=resources_of("instruct")["runtime"],
-    conda:
-        "../envs/data.yaml"
+    params:
+        fmt=config["instruct"]["format"],
+        splits=SPLITS,
     script:
         "../workflow/scripts/instruct.py"

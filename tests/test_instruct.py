@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import itertools
+import random
+
+import polars as pl
+import pytest
+
+from cxrlabel.instruct import build_prompt, instruction_table, parse_completion, serialize_labels
+from cxrlabel.io.labels import labels_schema
+from cxrlabel.observations import OBSERVATIONS
+
+CLASSES = (1, 0, -1, None)
+FORMATS = ("mentioned", "full")
+
+
+def labellings():
+    """Every observation in every class (others blank and others random), uniform ones, and random mixes."""
+    yield {name: None for name in OBSERVATIONS}
+    for value in CLASSES:
+        yield {name: value for name in OBSERVATIONS}
+    rng = random.Random(0)
+    for name, value in itertools.product(OBSERVATIONS, CLASSES):
+        yield {other: None for other in OBSERVATIONS} | {name: value}
+        yield {other: rng.choice(CLASSES) for other in OBSERVATIONS} | {name: value}
+    for _ in range(500):
+        yield {name: rng.choice(CLASSES) for name in OBSERVATIONS}
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_parse_inverts_serialize(fmt):
+    for labels in labellings():
+        parsed = parse_completion(serialize_labels(labels, fmt), fmt)
+        assert parsed.error is None and parsed.labels == labels
+
+
+def test_mentioned_format_lists_only_mentioned_observations():
+    text = serialize_labels({name: None for name in OBSERVATIONS} | {"Edema": -1, "No Finding": None, "Cardiomegaly": 0}, "mentioned")
+    assert text == '{"Cardiomegaly": "negative", "Edema": "uncertain"}'
+    assert serialize_labels({name: None for name in OBSERVATIONS}, "mentioned") == "{}"
+
+
+def test_full_format_has_all_fourteen_in_canonical_order():
+    text = serialize_labels({"Edema": 1}, "full")
+    assert text.startswith('{"No Finding": "blank", "Enlarged Cardiomediastinum": "blank"')
+    assert text.count(":") == 14
+
+
+def test_trailing_text_after_the_object_is_ignored():
+    parsed = parse_completion('{"Edema": "positive"}\nLabels: {"Edema": "negative"}', "mentioned")
+    assert parsed.error is None and parsed.labels["Edema"] == 1
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "error", "salvaged"),
+    [
+        ('{"Edema": "positive", "Pneumo', "mentioned", "not a JSON object", {"Edema": 1}),
+        ('no json here', "mentioned", "not a JSON object", {}),
+        ('{"Edema": "present"}', "mentioned", "Edema: invalid value 'present'", {}),
+        ('{"Edema": "blank"}', "mentioned", "Edema: invalid value 'blank'", {}),
+        ('{"Hernia": "positive", "Edema": "negative"}', "mentioned", "unknown observation 'Hernia'", {"Edema": 0}),
+        ('{"Edema": "positive"}', "full", "missing [", {"Edema": 1}),
+        ('{"Edema": 1}', "mentioned", "Edema: invalid value 1", {}),
+    ],
+)
+def test_malformed_completions_are_reported_with_what_could_be_salvaged(text, fmt, error, salvaged):
+    parsed = parse_completion(text, fmt)
+    assert parsed.error is not None and error in parsed.error
+    assert {k: v for k, v in parsed.labels.items() if v is not None} == salvaged
+    assert set(parsed.labels) == set(OBSERVATIONS)
+
+
+def test_prompt_holds_the_report_on_one_line():
+    prompt = build_prompt("Heart is\nenlarged.  No effusion.", "mentioned")
+    assert "Report: Heart is enlarged. No effusion.\n\nLabels: " in prompt
+
+
+def test_instruction_table_pairs_reports_with_their_labels_in_report_order():
+    reports = pl.DataFrame({"study_id": ["b", "a", "c"], "text": ["Edema.", "Clear.", "No labels."]})
+    labels = pl.DataFrame(
+        [{"study_id": "a", "No Finding": 1}, {"study_id": "b", "Edema": 1}], schema=labels_schema()
+    )
+    table = instruction_table(reports, labels, "mentioned")
+    assert table["study_id"].to_list() == ["b", "a"]
+    assert table["completion"].to_list() == ['{"Edema": "positive"}', '{"No Finding": "positive"}']

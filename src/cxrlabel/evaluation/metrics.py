@@ -1,0 +1,118 @@
+"""Label-extraction metrics of the CheXpert/CheXbert evaluation protocol, one function per metric.
+
+Labels are compared as matrices of shape (reports, observations) holding 1.0 (positive),
+0.0 (negative), -1.0 (uncertain) and NaN (blank). :func:`label_matrix` builds them from a
+gold and a predicted labels table joined on ``study_id``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import polars as pl
+
+from cxrlabel.observations import NO_FINDING, OBSERVATIONS
+
+CERTAINTIES: dict[str, float] = {"positive": 1.0, "negative": 0.0, "uncertain": -1.0}
+
+
+def label_matrix(gold: pl.DataFrame, predicted: pl.DataFrame, observations: Sequence[str] = OBSERVATIONS) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Gold and predicted label matrices for the studies of ``gold``, in gold order.
+
+    A gold study with no prediction is an error (a labeler must label every report).
+    """
+    joined = gold.select("study_id", *observations).join(
+        predicted.select("study_id", *observations), on="study_id", how="left", suffix="__pred", maintain_order="left"
+    )
+    unlabeled = set(gold["study_id"]) - set(predicted["study_id"])
+    if unlabeled:
+        raise ValueError(f"{len(unlabeled)} gold studies have no prediction, e.g. {sorted(unlabeled)[:3]}")
+    as_float = lambda names: joined.select(pl.col(n).cast(pl.Float64) for n in names).to_numpy()  # noqa: E731
+    return as_float(observations), as_float([f"{n}__pred" for n in observations]), list(joined["study_id"])
+
+
+def f1_score(gold: np.ndarray, predicted: np.ndarray) -> float:
+    """F1 of boolean vectors: 2 TP / (2 TP + FP + FN); 0.0 when there is nothing to find or find."""
+    tp = np.sum(gold & predicted)
+    denominator = 2 * tp + np.sum(~gold & predicted) + np.sum(gold & ~predicted)
+    return float(2 * tp / denominator) if denominator else 0.0
+
+
+def extraction_f1(gold: np.ndarray, predicted: np.ndarray, certainty: float) -> float:
+    """F1 of one extraction task for one observation: class ``certainty`` against every other class.
+
+    Blank (NaN) counts as "the rest", like the other two classes.
+    """
+    return f1_score(gold == certainty, predicted == certainty)
+
+
+def weighted_f1(gold: np.ndarray, predicted: np.ndarray, certainties: Sequence[float] = (1.0, 0.0, -1.0)) -> float:
+    """CheXbert's weighted F1 of one observation.
+
+    The extraction F1s of the ``certainties`` (positive, negative, uncertain by default),
+    averaged with weights equal to each class's share of the gold labels in those classes
+    (blank gold labels carry no weight). NaN when gold has none of those classes.
+    For No Finding, whose gold is only ever positive, this is the positive F1.
+    """
+    support = np.array([np.sum(gold == c) for c in certainties], dtype=float)
+    if support.sum() == 0:
+        return float("nan")
+    scores = np.array([extraction_f1(gold, predicted, c) for c in certainties])
+    return float(np.dot(support / support.sum(), scores))
+
+
+def weighted_f1_by_observation(gold: np.ndarray, predicted: np.ndarray, observations: Sequence[str] = OBSERVATIONS, certainties: Sequence[float] = (1.0, 0.0, -1.0)) -> dict[str, float]:
+    """:func:`weighted_f1` of each observation (columns of the matrices)."""
+    return {name: weighted_f1(gold[:, j], predicted[:, j], certainties) for j, name in enumerate(observations)}
+
+
+def positive_f1_by_observation(gold: np.ndarray, predicted: np.ndarray, observations: Sequence[str] = OBSERVATIONS) -> dict[str, float]:
+    """Positive-extraction F1 of each observation: the only task defined for positive-only gold
+    (indexer labels, where blank means "not indexed as present"). NaN with no gold positive."""
+    return {
+        name: extraction_f1(gold[:, j], predicted[:, j], 1.0) if np.any(gold[:, j] == 1.0) else float("nan")
+        for j, name in enumerate(observations)
+    }
+
+
+def macro_f1_by_certainty(gold: np.ndarray, predicted: np.ndarray, observations: Sequence[str] = OBSERVATIONS) -> dict[str, float]:
+    """Per certainty level, the mean extraction F1 over the observations whose gold has that class."""
+    result = {}
+    for word, certainty in CERTAINTIES.items():
+        scores = [extraction_f1(gold[:, j], predicted[:, j], certainty) for j in range(len(observations)) if np.any(gold[:, j] == certainty)]
+        result[word] = float(np.mean(scores)) if scores else float("nan")
+    return result
+
+
+def cohen_kappa(gold: np.ndarray, predicted: np.ndarray) -> float:
+    """Cohen's kappa over the four classes (blank included): (p_o - p_e) / (1 - p_e)."""
+    codes = lambda m: np.where(np.isnan(m), 2.0, m)  # noqa: E731  blank as its own class
+    g, p = codes(gold), codes(predicted)
+    classes = np.array([1.0, 0.0, -1.0, 2.0])
+    observed = float(np.mean(g == p))
+    expected = float(sum(np.mean(g == c) * np.mean(p == c) for c in classes))
+    return (observed - expected) / (1 - expected) if expected < 1 else 1.0
+
+
+def errors_per_report(gold: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """For each report, the number of observations whose predicted class (blank included) differs from gold."""
+    same = (gold == predicted) | (np.isnan(gold) & np.isnan(predicted))
+    return np.sum(~same, axis=1)
+
+
+def mean_ignoring_nan(scores: dict[str, float]) -> float:
+    """The headline number: the mean of per-observation scores that are defined."""
+    values = np.array(list(scores.values()), dtype=float)
+    return float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
+
+
+def length_tertiles(n_tokens: np.ndarray) -> np.ndarray:
+    """Report-length bin of each report: 0 short, 1 medium, 2 long, cut at the 1/3 and 2/3 quantiles."""
+    cuts = np.quantile(n_tokens, [1 / 3, 2 / 3])
+    return np.searchsorted(cuts, n_tokens, side="right")
+
+
+def observations_without(excluded: str = NO_FINDING) -> list[str]:
+    """The observations less one (paper 2 reports 13, without No Finding)."""
+    return [name for name in OBSERVATIONS if name != excluded]

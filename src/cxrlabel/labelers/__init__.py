@@ -1,0 +1,1 @@
+"""Labelers: one interface (texts -> labels) for the rule-based, BERT-style and LLM labelers."""

@@ -1,0 +1,79 @@
+"""The rule labeler on hand-written sentences, one per construction it must handle."""
+
+from __future__ import annotations
+
+import pytest
+
+from cxrlabel.labelers.rule import RuleLabeler
+
+LABELER = RuleLabeler()
+P, N, U = 1, 0, -1
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # plain mentions
+        ("There is a small left pleural effusion.", {"Pleural Effusion": P}),
+        ("Endotracheal tube terminates 4 cm above the carina.", {"Support Devices": P, "No Finding": P}),
+        ("Right PICC line tip in the SVC.", {"Support Devices": P, "No Finding": P}),
+        ("Healing right rib fracture.", {"Fracture": P}),
+        ("Patchy bibasilar airspace disease.", {"Lung Opacity": P}),
+        ("Increased interstitial markings and scarring.", {"Lung Opacity": P}),
+        ("Mild pulmonary vascular congestion.", {"Edema": P}),
+        # negation before the mention, with lists
+        ("No pneumothorax.", {"Pneumothorax": N, "No Finding": P}),
+        ("No pleural effusion or pneumothorax.", {"Pleural Effusion": N, "Pneumothorax": N, "No Finding": P}),
+        ("No focal consolidation, pneumothorax, or pleural effusion.", {"Consolidation": N, "Pneumothorax": N, "Pleural Effusion": N, "No Finding": P}),
+        ("Lungs are clear without consolidation.", {"Consolidation": N, "No Finding": P}),
+        ("Negative for acute fracture.", {"Fracture": N, "No Finding": P}),
+        ("There is no evidence of pulmonary edema.", {"Edema": N, "No Finding": P}),
+        # negation after the mention
+        ("Pneumothorax is not seen.", {"Pneumothorax": N, "No Finding": P}),
+        ("A focal consolidation is not identified.", {"Consolidation": N, "No Finding": P}),
+        ("The left effusion has resolved.", {"Pleural Effusion": N, "No Finding": P}),
+        ("Previously seen edema has resolved.", {"Edema": N, "No Finding": P}),
+        ("The endotracheal tube has been removed.", {"Support Devices": N, "No Finding": P}),
+        # scope ends at a clause break or the sentence
+        ("Small left effusion but no pneumothorax.", {"Pleural Effusion": P, "Pneumothorax": N}),
+        ("No pneumothorax. Small left effusion.", {"Pleural Effusion": P, "Pneumothorax": N}),
+        ("No edema; there is a right lower lobe consolidation.", {"Edema": N, "Consolidation": P}),
+        # uncertainty, before and after
+        ("Pneumonia cannot be excluded.", {"Pneumonia": U}),
+        ("Cannot exclude a small pneumothorax.", {"Pneumothorax": U}),
+        ("Findings may represent early pneumonia.", {"Pneumonia": U}),
+        ("Possible left lower lobe consolidation.", {"Consolidation": U}),
+        ("Opacity may represent atelectasis.", {"Lung Opacity": P, "Atelectasis": U}),
+        ("Atelectasis versus pneumonia.", {"Atelectasis": U, "Pneumonia": U}),
+        ("Left basilar opacity, possibly atelectasis versus pneumonia.", {"Lung Opacity": P, "Atelectasis": U, "Pneumonia": U}),
+        ("Questionable small right pleural effusion.", {"Pleural Effusion": U}),
+        # exclusions: a pericardial effusion is not a pleural effusion
+        ("There is a small pericardial effusion.", {"No Finding": P}),
+        ("Subcutaneous edema of the chest wall.", {"No Finding": P}),
+        # pseudo-negation: "no change" does not negate
+        ("No change in the small left pleural effusion.", {"Pleural Effusion": P}),
+        # heart size and mediastinum phrasing
+        ("Heart size is normal.", {"Cardiomegaly": N, "No Finding": P}),
+        ("The heart is not enlarged.", {"Cardiomegaly": N, "No Finding": P}),
+        ("Normal heart size.", {"Cardiomegaly": N, "No Finding": P}),
+        ("The heart is mildly enlarged.", {"Cardiomegaly": P}),
+        ("Heart size is top normal.", {"Cardiomegaly": U}),
+        ("The cardiomediastinal silhouette is within normal limits.", {"Enlarged Cardiomediastinum": N, "No Finding": P}),
+        ("The mediastinum is widened.", {"Enlarged Cardiomediastinum": P}),
+        ("Heart size and mediastinal contour are within normal limits.", {"Cardiomegaly": N, "Enlarged Cardiomediastinum": N, "No Finding": P}),
+        ("Heart size is normal, the mediastinum is widened.", {"Cardiomegaly": N, "Enlarged Cardiomediastinum": P}),
+        # aggregation: positive beats uncertain beats negative
+        ("No pleural effusion on the right. Small left pleural effusion.", {"Pleural Effusion": P}),
+        ("Possible pneumonia. No pneumonia on the left.", {"Pneumonia": U}),
+        # No Finding: a support device alone leaves it positive; an uncertain finding clears it
+        ("", {"No Finding": P}),
+        ("Possible atelectasis.", {"Atelectasis": U}),
+    ],
+)
+def test_sentence(text, expected):
+    assert {name: value for name, value in LABELER.label(text).items() if value is not None} == expected
+
+
+def test_deterministic_and_case_insensitive():
+    text = "NO PNEUMOTHORAX. Small Left Effusion."
+    assert LABELER.label(text) == LABELER.label(text.lower()) == RuleLabeler().label(text)

@@ -19,8 +19,12 @@ include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/ingest.smk"
 include: "rules/instruct.smk"
+include: "rules/predict.smk"
+include: "rules/evaluate.smk"
 
 
 rule all:
     input:
         expand(results("instruct/instruct_{split}.parquet"), split=SPLITS),
+        rules.evaluate.output,
+        rules.significance.output,

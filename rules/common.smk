@@ -28,3 +28,22 @@ def ingest_inputs(wildcards):
         if corpus["format"] == "openi"
         else corpus["mimic"]
     )
+
+
+def evaluation_inputs(wildcards):
+    """Gold labels, report lengths and the predictions of every evaluated labeler."""
+    predictions = {
+        f"predictions_{name}": results(f"predictions/{name}.parquet")
+        for name in config["evaluation"]["labelers"]
+    }
+    return {
+        "gold": rules.ingest.output.gold,
+        "reports": rules.ingest.output.reports,
+    } | predictions
+
+
+def instruct_labels(wildcards):
+    """Silver labels of the instruction sets: the corpus's own, or the rule labeler's."""
+    if config["instruct"]["labels"] == "rule":
+        return rules.predict_rule.output[0]
+    return rules.ingest.output.silver

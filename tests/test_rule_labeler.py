@@ -28,6 +28,7 @@ P, N, U = 1, 0, -1
         ("Lungs are clear without consolidation.", {"Consolidation": N, "No Finding": P}),
         ("Negative for acute fracture.", {"Fracture": N, "No Finding": P}),
         ("There is no evidence of pulmonary edema.", {"Edema": N, "No Finding": P}),
+        ("No suspicious pulmonary opacity.", {"Lung Opacity": N, "No Finding": P}),
         # negation after the mention
         ("Pneumothorax is not seen.", {"Pneumothorax": N, "No Finding": P}),
         ("A focal consolidation is not identified.", {"Consolidation": N, "No Finding": P}),

@@ -34,9 +34,7 @@ def label_matrix(gold: pl.DataFrame, predicted: pl.DataFrame, observations: Sequ
 
 def f1_score(gold: np.ndarray, predicted: np.ndarray) -> float:
     """F1 of boolean vectors: 2 TP / (2 TP + FP + FN); 0.0 when there is nothing to find or find."""
-    tp = np.sum(gold & predicted)
-    denominator = 2 * tp + np.sum(~gold & predicted) + np.sum(gold & ~predicted)
-    return float(2 * tp / denominator) if denominator else 0.0
+    return float(_f1(*(np.sum(x) for x in _confusion(gold, predicted))))
 
 
 def extraction_f1(gold: np.ndarray, predicted: np.ndarray, certainty: float) -> float:
@@ -47,24 +45,50 @@ def extraction_f1(gold: np.ndarray, predicted: np.ndarray, certainty: float) -> 
     return f1_score(gold == certainty, predicted == certainty)
 
 
+def extraction_counts(gold: np.ndarray, predicted: np.ndarray, certainties: Sequence[float] = (1.0, 0.0, -1.0)) -> np.ndarray:
+    """Per report, observation and certainty: (TP, FP, FN) of that extraction task, shape (n, O, C, 3).
+
+    Summed over reports (optionally weighted, as a bootstrap resample does) they give every F1 below.
+    """
+    tasks = [_confusion(gold == c, predicted == c) for c in certainties]
+    return np.stack([np.stack(task, axis=-1) for task in tasks], axis=2).astype(np.int32)
+
+
+def weighted_f1_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Weighted F1 per observation from summed counts of shape (..., O, C, 3): see :func:`weighted_f1`."""
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    support = tp + fn
+    total = support.sum(axis=-1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (support * _f1(tp, fp, fn)).sum(axis=-1) / total, np.nan)
+
+
 def weighted_f1(gold: np.ndarray, predicted: np.ndarray, certainties: Sequence[float] = (1.0, 0.0, -1.0)) -> float:
-    """CheXbert's weighted F1 of one observation.
+    """CheXbert's weighted F1 of one observation (vectors of one column).
 
     The extraction F1s of the ``certainties`` (positive, negative, uncertain by default),
     averaged with weights equal to each class's share of the gold labels in those classes
     (blank gold labels carry no weight). NaN when gold has none of those classes.
     For No Finding, whose gold is only ever positive, this is the positive F1.
     """
-    support = np.array([np.sum(gold == c) for c in certainties], dtype=float)
-    if support.sum() == 0:
-        return float("nan")
-    scores = np.array([extraction_f1(gold, predicted, c) for c in certainties])
-    return float(np.dot(support / support.sum(), scores))
+    counts = extraction_counts(gold[:, None], predicted[:, None], certainties).sum(axis=0)
+    return float(weighted_f1_from_counts(counts)[0])
 
 
 def weighted_f1_by_observation(gold: np.ndarray, predicted: np.ndarray, observations: Sequence[str] = OBSERVATIONS, certainties: Sequence[float] = (1.0, 0.0, -1.0)) -> dict[str, float]:
     """:func:`weighted_f1` of each observation (columns of the matrices)."""
-    return {name: weighted_f1(gold[:, j], predicted[:, j], certainties) for j, name in enumerate(observations)}
+    scores = weighted_f1_from_counts(extraction_counts(gold, predicted, certainties).sum(axis=0))
+    return dict(zip(observations, scores.tolist()))
+
+
+def _confusion(gold: np.ndarray, predicted: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    return gold & predicted, ~gold & predicted, gold & ~predicted
+
+
+def _f1(tp, fp, fn):
+    denominator = 2 * tp + fp + fn
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denominator > 0, 2 * tp / np.maximum(denominator, 1), 0.0)
 
 
 def positive_f1_by_observation(gold: np.ndarray, predicted: np.ndarray, observations: Sequence[str] = OBSERVATIONS) -> dict[str, float]:

@@ -33,7 +33,7 @@ CSV_SPELLING: dict[int, str] = {1: "1.0", 0: "0.0", -1: "-1.0"}
 #: How a labels table's gold is to be read: ``full`` (four classes) or ``positive_only``
 #: (indexer labels: blank means "not indexed as present", never negative).
 LabelKind = Literal["full", "positive_only"]
-_KIND_KEY = "cxrlabel.label_kind"
+LABEL_KIND_KEY = "cxrlabel.label_kind"
 
 
 def read_label_csv(path: str | Path, drops: DropLog, id_columns: tuple[str, ...] = ("study_id",)) -> pl.DataFrame:
@@ -120,12 +120,12 @@ def write_csv(frame: pl.DataFrame, path: str | Path) -> None:
 
 def write_labels(labels: pl.DataFrame, path: str | Path, kind: LabelKind) -> None:
     """Write a labels parquet table, recording how its blanks are to be read."""
-    labels.select(labels_schema().keys()).cast(labels_schema()).write_parquet(path, metadata={_KIND_KEY: json.dumps(kind)})
+    labels.select(labels_schema().keys()).cast(labels_schema()).write_parquet(path, metadata={LABEL_KIND_KEY: json.dumps(kind)})
 
 
 def read_labels(path: str | Path) -> tuple[pl.DataFrame, LabelKind]:
     """Read a labels parquet table and its kind (see :data:`LabelKind`)."""
     metadata = pl.read_parquet_metadata(path)
-    if _KIND_KEY not in metadata:
-        raise BadInputError(f"{path}: not a cxrlabel labels table (no {_KIND_KEY} in its metadata)")
-    return pl.read_parquet(path), json.loads(metadata[_KIND_KEY])
+    if LABEL_KIND_KEY not in metadata:
+        raise BadInputError(f"{path}: not a cxrlabel labels table (no {LABEL_KIND_KEY} in its metadata)")
+    return pl.read_parquet(path), json.loads(metadata[LABEL_KIND_KEY])

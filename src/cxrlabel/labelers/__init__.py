@@ -1,1 +1,33 @@
-"""Labelers: one interface (texts -> labels) for the rule-based, BERT-style and LLM labelers."""
+"""Labelers: one interface (a batch of report texts -> labels) for every labeler the pipeline compares."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+Labels = dict[str, int | None]
+
+
+@dataclass(frozen=True)
+class Labeled:
+    """One report's labels; an LLM also says whether its output was malformed and a fallback filled it."""
+
+    labels: Labels
+    format_error: bool = False
+    fallback_used: bool = False
+
+
+class Labeler(Protocol):
+    name: str
+
+    def label_batch(self, texts: Sequence[str]) -> list[Labeled]: ...
+
+
+def make_labeler(kind: str, model: str | None = None, **options) -> Labeler:
+    """The labeler of ``kind`` (``rule``, ``bert`` or ``llm``), loaded from ``model`` where it has one."""
+    if kind == "rule":
+        from cxrlabel.labelers.rule import RuleLabeler
+
+        return RuleLabeler()
+    raise ValueError(f"unknown labeler {kind!r}")

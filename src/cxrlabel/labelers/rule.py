@@ -17,12 +17,11 @@ reports per second on one core.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
+from cxrlabel.labelers import Labeled, Labels
 from cxrlabel.observations import OBSERVATIONS, apply_no_finding_rule
-
-Labels = dict[str, int | None]
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 
 
@@ -185,8 +184,8 @@ class RuleLabeler:
         labels: Labels = {name: _aggregate(found[name]) if name in found else None for name in OBSERVATIONS[1:]}
         return apply_no_finding_rule(labels)
 
-    def label_texts(self, texts: Iterable[str]) -> list[Labels]:
-        return [self.label(text) for text in texts]
+    def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
+        return [Labeled(self.label(text)) for text in texts]
 
     def _sentence_mentions(self, sentence: str) -> Iterable[tuple[str, int]]:
         sentence = self.pseudo.sub(lambda m: " " * len(m.group()), sentence)
@@ -243,10 +242,13 @@ def _inside_cue(match: re.Match[str], cues: list[_Cue]) -> bool:
 
 def _certainty(start: int, end: int, cues: list[_Cue], breaks: list[int], commas: list[int]) -> int:
     """Uncertain if an uncertainty cue reaches the mention, else negative if a negation does, else positive."""
-    reaching = {cue.kind for cue in cues if _reaches(cue, start, end, breaks, commas)}
-    if any(kind.endswith("unc") for kind in reaching):
+    reaching = [cue for cue in cues if _reaches(cue, start, end, breaks, commas)]
+    negations = [cue.start for cue in reaching if cue.kind == "pre_neg"]
+    uncertain = [cue.start for cue in reaching if cue.kind.endswith("unc")]
+    # "no suspicious opacity": an uncertainty word inside a negation's scope is negated too
+    if uncertain and not (negations and min(negations) < min(uncertain)):
         return UNCERTAIN
-    if any(kind.endswith("neg") for kind in reaching):
+    if negations or any(cue.kind.endswith("neg") for cue in reaching):
         return NEGATIVE
     return POSITIVE
 

@@ -1,0 +1,165 @@
+"""The papers' tables from gold labels and the predictions of several labelers.
+
+Full gold (four classes) gives CheXbert's weighted F1 over positive, negative and uncertain.
+Positive-only gold (indexer labels, where blank means "not indexed as present") defines only
+positive extraction: every table then scores positive F1 and says so in its ``metric`` column.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import polars as pl
+
+from cxrlabel.evaluation.metrics import (
+    cohen_kappa,
+    errors_per_report,
+    extraction_counts,
+    label_matrix,
+    length_tertiles,
+    macro_f1_by_certainty,
+    weighted_f1_from_counts,
+)
+from cxrlabel.evaluation.stats import bootstrap_headline, compare_labelers, percentile_interval, resample_weights
+from cxrlabel.io.labels import LabelKind, read_labels
+from cxrlabel.observations import OBSERVATIONS
+
+#: Row order of paper 1's tables.
+PAPER_ORDER = (
+    "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
+    "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture",
+    "Support Devices", "No Finding",
+)
+ALL_CERTAINTIES = (1.0, 0.0, -1.0)
+POSITIVE_NEGATIVE = (1.0, 0.0)
+LENGTH_BINS = ("short", "medium", "long")
+
+
+@dataclass(frozen=True)
+class Scored:
+    """One labeler's label matrices against gold, and its per-report extraction counts."""
+
+    gold: np.ndarray
+    predicted: np.ndarray
+    counts: np.ndarray  # (n, O, C, 3) for the certainties the gold defines
+    format_errors: int
+    fallbacks: int
+
+
+def certainties_for(kind: LabelKind, requested: tuple[float, ...] = ALL_CERTAINTIES) -> tuple[float, ...]:
+    return requested if kind == "full" else (1.0,)
+
+
+def metric_name(kind: LabelKind, requested: tuple[float, ...] = ALL_CERTAINTIES) -> str:
+    if kind == "positive_only":
+        return "positive F1 (gold is positive-only)"
+    return "weighted F1" + ("" if requested == ALL_CERTAINTIES else " (positive and negative only)")
+
+
+def score(gold: pl.DataFrame, kind: LabelKind, predictions: pl.DataFrame) -> Scored:
+    g, p, _ = label_matrix(gold, predictions)
+    flags = gold.select("study_id").join(predictions, on="study_id", how="left")
+    return Scored(g, p, extraction_counts(g, p, certainties_for(kind)), int(flags["format_error"].sum()), int(flags["fallback_used"].sum()))
+
+
+def per_observation_table(scored: dict[str, Scored], kind: LabelKind, requested: tuple[float, ...] = ALL_CERTAINTIES) -> pl.DataFrame:
+    """Paper 1, Tables 1 and 2: observations as rows (paper order, then Average), labelers as columns."""
+    columns = {}
+    certainties = certainties_for(kind, requested)
+    for name, s in scored.items():
+        by_obs = dict(zip(OBSERVATIONS, weighted_f1_from_counts(extraction_counts(s.gold, s.predicted, certainties).sum(axis=0)).tolist()))
+        columns[name] = [by_obs[o] for o in PAPER_ORDER] + [float(np.nanmean(list(by_obs.values())))]
+    return pl.DataFrame({"observation": [*PAPER_ORDER, "Average"], **columns}).with_columns(pl.lit(metric_name(kind, requested)).alias("metric"))
+
+
+def confidence_table(scored: dict[str, Scored], kind: LabelKind, n_resamples: int, seed: int) -> tuple[pl.DataFrame, dict[str, np.ndarray]]:
+    """The headline with its 95% bootstrap interval per labeler, and the resampled headlines."""
+    n = next(iter(scored.values())).gold.shape[0]
+    weights = resample_weights(n, n_resamples, seed)
+    boots = {name: bootstrap_headline(s.counts, weights) for name, s in scored.items()}
+    rows = []
+    for name, s in scored.items():
+        low, high = percentile_interval(boots[name])
+        headline = float(np.nanmean(weighted_f1_from_counts(s.counts.sum(axis=0))))
+        rows.append({"labeler": name, "metric": metric_name(kind), "average": headline, "ci_low": low, "ci_high": high, "n_reports": n, "n_resamples": n_resamples})
+    return pl.DataFrame(rows), boots
+
+
+def significance_table(scored: dict[str, Scored], boots: dict[str, np.ndarray], kind: LabelKind) -> pl.DataFrame:
+    """Paper 1, Table 3: every pair of labelers, paired t test and Wilcoxon over the 14
+    per-observation scores, and the paired bootstrap over reports."""
+    per_obs = {name: weighted_f1_from_counts(s.counts.sum(axis=0)) for name, s in scored.items()}
+    rows = [
+        {"labeler_a": a, "labeler_b": b, "metric": metric_name(kind), **asdict(compare_labelers(per_obs[a], per_obs[b], boots[a], boots[b]))}
+        for a, b in itertools.combinations(scored, 2)
+    ]
+    return pl.DataFrame(rows)
+
+
+def certainty_table(scored: dict[str, Scored], kind: LabelKind) -> pl.DataFrame:
+    """Paper 2, Table 4: macro F1 over observations for each certainty level the gold defines."""
+    levels = ("positive", "negative", "uncertain") if kind == "full" else ("positive",)
+    columns = {name: [macro_f1_by_certainty(s.gold, s.predicted)[level] for level in levels] for name, s in scored.items()}
+    return pl.DataFrame({"certainty": levels, **columns}).with_columns(pl.lit("macro extraction F1").alias("metric"))
+
+
+def length_table(scored: dict[str, Scored], n_tokens: np.ndarray, kind: LabelKind) -> pl.DataFrame:
+    """Paper 2, Table 5: the headline within report-length tertiles (word-level tokens)."""
+    bins = length_tertiles(n_tokens)
+    ranges = [f"{int(n_tokens[bins == b].min())}-{int(n_tokens[bins == b].max())}" if np.any(bins == b) else "" for b in range(3)]
+    columns = {
+        name: [float(np.nanmean(weighted_f1_from_counts(s.counts[bins == b].sum(axis=0)))) if np.any(bins == b) else float("nan") for b in range(3)]
+        for name, s in scored.items()
+    }
+    counts = [int(np.sum(bins == b)) for b in range(3)]
+    return pl.DataFrame({"length_bin": LENGTH_BINS, "tokens": ranges, "n_reports": counts, **columns}).with_columns(pl.lit(metric_name(kind)).alias("metric"))
+
+
+def errors_table(scored: dict[str, Scored], kind: LabelKind) -> pl.DataFrame:
+    """Paper 2, Table 2 and 6: errors per report, % perfect reports, Cohen's kappa, format errors.
+
+    Errors need full gold (a blank indexer label is not a known class): NaN for positive-only gold.
+    """
+    rows = []
+    for name, s in scored.items():
+        errors = errors_per_report(s.gold, s.predicted).astype(float) if kind == "full" else np.full(len(s.gold), np.nan)
+        rows.append(
+            {
+                "labeler": name,
+                "errors_per_report": float(np.mean(errors)),
+                "perfect_reports_pct": float(np.mean(errors == 0) * 100) if kind == "full" else float("nan"),
+                "cohen_kappa": cohen_kappa(s.gold, s.predicted) if kind == "full" else float("nan"),
+                "format_error_pct": 100 * s.format_errors / len(s.gold),
+                "fallback_pct": 100 * s.fallbacks / len(s.gold),
+                "n_reports": len(s.gold),
+            }
+        )
+    return pl.DataFrame(rows)
+
+
+def load_scored(gold_path: str, predictions: dict[str, str]) -> tuple[dict[str, Scored], LabelKind, list[str]]:
+    """Score every labeler's predictions file against the gold labels table."""
+    gold, kind = read_labels(gold_path)
+    scored = {name: score(gold, kind, read_labels(path)[0]) for name, path in predictions.items()}
+    return scored, kind, gold["study_id"].to_list()
+
+
+def write_evaluation_tables(gold_path: str, reports_path: str, predictions: dict[str, str], out: dict[str, str], n_resamples: int, seed: int) -> None:
+    """Write paper 1's Tables 1-2 (with bootstrap intervals) and paper 2's Tables 4-6 as CSV."""
+    scored, kind, study_ids = load_scored(gold_path, predictions)
+    lengths = pl.DataFrame({"study_id": study_ids}).join(pl.read_parquet(reports_path, columns=["study_id", "n_tokens"]), on="study_id", how="left", maintain_order="left")
+    per_observation_table(scored, kind).write_csv(out["weighted_f1"], float_precision=4)
+    per_observation_table(scored, kind, POSITIVE_NEGATIVE).write_csv(out["positive_negative_f1"], float_precision=4)
+    confidence_table(scored, kind, n_resamples, seed)[0].write_csv(out["confidence"], float_precision=4)
+    certainty_table(scored, kind).write_csv(out["by_certainty"], float_precision=4)
+    length_table(scored, lengths["n_tokens"].to_numpy(), kind).write_csv(out["by_length"], float_precision=4)
+    errors_table(scored, kind).write_csv(out["errors"], float_precision=4)
+
+
+def write_significance_table(gold_path: str, predictions: dict[str, str], path: str, n_resamples: int, seed: int) -> None:
+    """Write paper 1's Table 3 for every pair of labelers."""
+    scored, kind, _ = load_scored(gold_path, predictions)
+    boots = confidence_table(scored, kind, n_resamples, seed)[1]
+    significance_table(scored, boots, kind).write_csv(path, float_precision=6)

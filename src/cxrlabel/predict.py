@@ -1,0 +1,50 @@
+"""Predictions: any labeler over a table of reports -> one predictions table schema for all labelers.
+
+``predictions/<labeler>.parquet``: ``study_id``, the 14 observations as Int8 (null = blank),
+``format_error`` and ``fallback_used`` (always false for labelers that cannot produce malformed
+output). It is a labels table of kind ``full``, readable with :func:`cxrlabel.io.labels.read_labels`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+
+import polars as pl
+from tqdm import tqdm
+
+from cxrlabel.io.labels import LABEL_KIND_KEY
+from cxrlabel.labelers import Labeled, Labeler
+from cxrlabel.observations import LABEL_DTYPE, OBSERVATIONS
+
+log = logging.getLogger(__name__)
+
+FLAGS = {"format_error": pl.Boolean, "fallback_used": pl.Boolean}
+
+
+def labeled_frame(labeled: Sequence[Labeled]) -> pl.DataFrame:
+    """The 14 label columns and the two flags for a batch of labeled reports."""
+    rows = [{**item.labels, "format_error": item.format_error, "fallback_used": item.fallback_used} for item in labeled]
+    return pl.DataFrame(rows, schema={**{name: LABEL_DTYPE for name in OBSERVATIONS}, **FLAGS}, orient="row")
+
+
+def predict(labeler: Labeler, reports: pl.DataFrame, batch_size: int = 64) -> pl.DataFrame:
+    """Label every report of ``reports`` (``study_id``, ``text``), in order, with a progress bar."""
+    texts = reports["text"].to_list()
+    batches = []
+    with tqdm(total=len(texts), desc=f"labeling ({labeler.name})", unit="report", mininterval=5) as progress:
+        for start in range(0, len(texts), batch_size):
+            batches.append(labeled_frame(labeler.label_batch(texts[start : start + batch_size])))
+            progress.update(len(batches[-1]))
+    labels = pl.concat(batches) if batches else labeled_frame([])
+    predictions = pl.concat([reports.select("study_id"), labels], how="horizontal")
+    log.info(
+        "%s labeled %d reports: %d format errors, %d fallbacks",
+        labeler.name, predictions.height, predictions["format_error"].sum(), predictions["fallback_used"].sum(),
+    )
+    return predictions
+
+
+def write_predictions(predictions: pl.DataFrame, path: str) -> None:
+    predictions.write_parquet(path, metadata={LABEL_KIND_KEY: json.dumps("full")})

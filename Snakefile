@@ -20,7 +20,10 @@ include: "rules/demo.smk"
 include: "rules/ingest.smk"
 include: "rules/instruct.smk"
 include: "rules/predict.smk"
+include: "rules/bert.smk"
+include: "rules/llm.smk"
 include: "rules/evaluate.smk"
+include: "rules/figures.smk"
 
 
 rule all:
@@ -28,3 +31,4 @@ rule all:
         expand(results("instruct/instruct_{split}.parquet"), split=SPLITS),
         rules.evaluate.output,
         rules.significance.output,
+        rules.figures.output,

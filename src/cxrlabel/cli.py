@@ -16,9 +16,9 @@ from cxrlabel.io.labels import to_chexpert_csv_frame
 from cxrlabel.io.records import BadInputError
 from cxrlabel.labelers import make_labeler
 from cxrlabel.observations import OBSERVATIONS
-from cxrlabel.predict import labeled_frame
+from cxrlabel.predict import FLAGS, labeled_frame
 
-LABELERS = ("rule",)
+LABELERS = ("rule", "bert", "llm")
 
 
 def report_texts(batch: pl.DataFrame, text_columns: list[str]) -> list[str]:
@@ -57,7 +57,7 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
             for start in range(0, frame.height, batch_size):
                 chunk = frame.slice(start, batch_size)
                 labels = labeled_frame(labeler.label_batch(report_texts(chunk, text_columns)))
-                out = to_chexpert_csv_frame(pl.concat([chunk, labels.drop("format_error", "fallback_used")], how="horizontal"))
+                out = to_chexpert_csv_frame(pl.concat([chunk, labels.drop(FLAGS)], how="horizontal"))
                 writer.write_table(out.to_arrow().cast(_output_schema(names)))
                 count += chunk.height
                 progress.update(chunk.height)
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         count = label_csv(args.input, args.output, args.labeler, args.model, args.text_columns.split(",") if args.text_columns else None, args.batch_size)
-    except (BadInputError, FileNotFoundError, pa.ArrowInvalid) as error:
+    except (BadInputError, ValueError, FileNotFoundError, pa.ArrowInvalid) as error:
         print(f"cxrlabel: error: {error}", file=sys.stderr)
         return 2
     logging.info("labeled %d reports -> %s", count, args.output)

@@ -50,8 +50,13 @@ class Parsed:
 
 
 def build_prompt(report: str, fmt: CompletionFormat) -> str:
-    """The prompt of one instance: instruction, report text, and the cue for the answer."""
-    return f"{INSTRUCTIONS[fmt]}\n\nReport: {' '.join(report.split())}\n\nLabels: "
+    """The prompt of one instance: instruction, report text, and the cue for the answer.
+
+    It ends in a newline, not a space: byte-level BPE tokenizers (GPT-2, Qwen) merge a
+    trailing space into the next token, so a prompt ending in a space would tokenize
+    differently alone (at inference) than joined to its completion (in training).
+    """
+    return f"{INSTRUCTIONS[fmt]}\n\nReport: {' '.join(report.split())}\n\nLabels:\n"
 
 
 def serialize_labels(labels: Labels, fmt: CompletionFormat) -> str:

@@ -1,8 +1,8 @@
 """Predictions: any labeler over a table of reports -> one predictions table schema for all labelers.
 
 ``predictions/<labeler>.parquet``: ``study_id``, the 14 observations as Int8 (null = blank),
-``format_error`` and ``fallback_used`` (always false for labelers that cannot produce malformed
-output). It is a labels table of kind ``full``, readable with :func:`cxrlabel.io.labels.read_labels`.
+``format_error``, ``fallback_used`` (always false for labelers that cannot produce malformed
+output) and ``truncated`` (the labeler read only part of the report). It is a labels table of kind ``full``, readable with :func:`cxrlabel.io.labels.read_labels`.
 """
 
 from __future__ import annotations
@@ -20,12 +20,12 @@ from cxrlabel.observations import LABEL_DTYPE, OBSERVATIONS
 
 log = logging.getLogger(__name__)
 
-FLAGS = {"format_error": pl.Boolean, "fallback_used": pl.Boolean}
+FLAGS = {"format_error": pl.Boolean, "fallback_used": pl.Boolean, "truncated": pl.Boolean}
 
 
 def labeled_frame(labeled: Sequence[Labeled]) -> pl.DataFrame:
     """The 14 label columns and the two flags for a batch of labeled reports."""
-    rows = [{**item.labels, "format_error": item.format_error, "fallback_used": item.fallback_used} for item in labeled]
+    rows = [{**item.labels, "format_error": item.format_error, "fallback_used": item.fallback_used, "truncated": item.truncated} for item in labeled]
     return pl.DataFrame(rows, schema={**{name: LABEL_DTYPE for name in OBSERVATIONS}, **FLAGS}, orient="row")
 
 
@@ -40,8 +40,8 @@ def predict(labeler: Labeler, reports: pl.DataFrame, batch_size: int = 64) -> pl
     labels = pl.concat(batches) if batches else labeled_frame([])
     predictions = pl.concat([reports.select("study_id"), labels], how="horizontal")
     log.info(
-        "%s labeled %d reports: %d format errors, %d fallbacks",
-        labeler.name, predictions.height, predictions["format_error"].sum(), predictions["fallback_used"].sum(),
+        "%s labeled %d reports: %d format errors, %d fallbacks, %d truncated",
+        labeler.name, predictions.height, predictions["format_error"].sum(), predictions["fallback_used"].sum(), predictions["truncated"].sum(),
     )
     return predictions
 

@@ -11,11 +11,13 @@ Labels = dict[str, int | None]
 
 @dataclass(frozen=True)
 class Labeled:
-    """One report's labels; an LLM also says whether its output was malformed and a fallback filled it."""
+    """One report's labels, and how they came about: an LLM's output may be malformed (and a
+    fallback used); a report may be longer than the labeler reads (truncated)."""
 
     labels: Labels
     format_error: bool = False
     fallback_used: bool = False
+    truncated: bool = False
 
 
 class Labeler(Protocol):
@@ -30,4 +32,14 @@ def make_labeler(kind: str, model: str | None = None, **options) -> Labeler:
         from cxrlabel.labelers.rule import RuleLabeler
 
         return RuleLabeler()
+    if model is None:
+        raise ValueError(f"the {kind} labeler needs --model (its trained folder)")
+    if kind == "bert":
+        from cxrlabel.labelers.bert import BertLabeler
+
+        return BertLabeler(model, **options)
+    if kind == "llm":
+        from cxrlabel.labelers.llm import LLMLabeler
+
+        return LLMLabeler(model, **options)
     raise ValueError(f"unknown labeler {kind!r}")

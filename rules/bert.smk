@@ -1,0 +1,47 @@
+rule bert_train:
+    """Fine-tune the BERT-style classifier (encoder + 14 heads) on the training split's silver labels."""
+    input:
+        reports=rules.ingest.output.reports,
+        labels=instruct_labels,
+    output:
+        directory(results("models/bert")),
+    log:
+        logs("bert_train"),
+    benchmark:
+        bench("bert_train")
+    conda:
+        "../envs/train.yaml"
+    threads: resources_of("bert_train")["threads"]
+    resources:
+        mem_mb=resources_of("bert_train")["mem_mb"],
+        runtime=resources_of("bert_train")["runtime"],
+        gpu=resources_of("bert_train")["gpu"],
+    params:
+        encoder=config["labelers"]["bert"]["encoder"],
+        settings=config["labelers"]["bert"]["train"],
+    script:
+        "../workflow/scripts/bert_train.py"
+
+
+rule predict_bert:
+    """Label the test split with the trained BERT-style classifier."""
+    input:
+        reports=rules.ingest.output.reports,
+        model=rules.bert_train.output[0],
+    output:
+        results("predictions/bert.parquet"),
+    log:
+        logs("predict_bert"),
+    benchmark:
+        bench("predict_bert")
+    conda:
+        "../envs/train.yaml"
+    threads: resources_of("predict_bert")["threads"]
+    resources:
+        mem_mb=resources_of("predict_bert")["mem_mb"],
+        runtime=resources_of("predict_bert")["runtime"],
+        gpu=resources_of("predict_bert")["gpu"],
+    params:
+        batch_size=config["labelers"]["bert"]["batch_size"],
+    script:
+        "../workflow/scripts/predict_model.py"

@@ -1,0 +1,75 @@
+rule base_model:
+    """The base causal LM: a local/hub model, or a tokenizer and tiny Qwen2 built and pretrained here."""
+    input:
+        reports=rules.ingest.output.reports,
+        instructions=results("instruct/instruct_train.parquet"),
+    output:
+        directory(results("models/base")),
+    log:
+        logs("base_model"),
+    benchmark:
+        bench("base_model")
+    conda:
+        "../envs/train.yaml"
+    threads: resources_of("base_model")["threads"]
+    resources:
+        mem_mb=resources_of("base_model")["mem_mb"],
+        runtime=resources_of("base_model")["runtime"],
+        gpu=resources_of("base_model")["gpu"],
+    params:
+        llm=config["llm"],
+    script:
+        "../workflow/scripts/base_model.py"
+
+
+rule sft:
+    """Supervised fine-tuning with TRL's SFTTrainer (completion-only loss); resumes from checkpoints."""
+    input:
+        base=rules.base_model.output[0],
+        train=results("instruct/instruct_train.parquet"),
+        validate=results("instruct/instruct_validate.parquet"),
+    output:
+        directory(results("models/sft")),
+    log:
+        logs("sft"),
+    benchmark:
+        bench("sft")
+    conda:
+        "../envs/train.yaml"
+    threads: resources_of("sft")["threads"]
+    resources:
+        mem_mb=resources_of("sft")["mem_mb"],
+        runtime=resources_of("sft")["runtime"],
+        gpu=resources_of("sft")["gpu"],
+    params:
+        settings=config["llm"]["sft"],
+        fmt=config["instruct"]["format"],
+    script:
+        "../workflow/scripts/sft.py"
+
+
+rule predict_llm:
+    """Label the test split with an LLM labeler (the SFT model, or an RLHF policy)."""
+    input:
+        reports=rules.ingest.output.reports,
+        model=results("models/{labeler}"),
+    output:
+        results("predictions/{labeler}.parquet"),
+    log:
+        logs("predict_{labeler}"),
+    benchmark:
+        bench("predict_{labeler}")
+    wildcard_constraints:
+        labeler="sft|ppo",
+    conda:
+        "../envs/train.yaml"
+    threads: resources_of("predict_llm")["threads"]
+    resources:
+        mem_mb=resources_of("predict_llm")["mem_mb"],
+        runtime=resources_of("predict_llm")["runtime"],
+        gpu=resources_of("predict_llm")["gpu"],
+    params:
+        batch_size=config["llm"]["inference"]["batch_size"],
+        max_new_tokens=config["llm"]["inference"]["max_new_tokens"],
+    script:
+        "../workflow/scripts/predict_model.py"

@@ -1,0 +1,95 @@
+"""Figures of the papers from the evaluation tables: per-observation F1 bars, the F1-difference
+heatmap between the LLM and each baseline, and F1 by report length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only, no display
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+
+@dataclass(frozen=True)
+class FigureStyle:
+    """Figure settings (config key ``figures``): changing them reruns only the figure rule."""
+
+    dpi: int = 150
+    width: float = 10.0
+    height: float = 5.0
+    palette: str = "colorblind"
+    heatmap_cmap: str = "rocket_r"
+    font_scale: float = 1.0
+
+
+def labeler_columns(table: pl.DataFrame) -> list[str]:
+    return [c for c in table.columns if c not in ("observation", "metric", "certainty", "length_bin", "tokens", "n_reports")]
+
+
+def per_observation_bars(table: pl.DataFrame, labels: dict[str, str], style: FigureStyle, path: str) -> None:
+    """Grouped bars of each observation's F1 by labeler, observations sorted by their mean F1."""
+    rows = table.filter(pl.col("observation") != "Average")
+    long = rows.unpivot(index="observation", on=labeler_columns(table), variable_name="labeler", value_name="F1")
+    order = rows.with_columns(pl.mean_horizontal(labeler_columns(table)).alias("mean")).sort("mean", descending=True)["observation"].to_list()
+    long = long.with_columns(pl.col("labeler").replace(labels))
+    sns.set_theme(style="whitegrid", font_scale=style.font_scale)
+    fig, ax = plt.subplots(figsize=(style.width, style.height))
+    sns.barplot(data=_records(long), x="observation", y="F1", hue="labeler", order=order, palette=style.palette, ax=ax)
+    ax.set_xlabel("observation")
+    ax.set_ylabel(table["metric"][0])
+    ax.set_ylim(0, 1.05)
+    ax.tick_params(axis="x", rotation=45)
+    plt.setp(ax.get_xticklabels(), ha="right")
+    ax.legend(title="labeler", loc="lower left", ncols=len(labeler_columns(table)))
+    _save(fig, path, style)
+
+
+def difference_heatmap(table: pl.DataFrame, reference: str, labels: dict[str, str], style: FigureStyle, path: str) -> None:
+    """Absolute F1 difference between ``reference`` (the LLM) and each other labeler, per observation.
+
+    Observations are sorted by their largest difference; cells are annotated.
+    """
+    others = [c for c in labeler_columns(table) if c != reference]
+    rows = table.filter(pl.col("observation") != "Average")
+    diffs = np.abs(rows.select(others).to_numpy() - rows[reference].to_numpy()[:, None])
+    order = np.argsort(-np.nan_to_num(diffs.max(axis=1)))
+    sns.set_theme(style="white", font_scale=style.font_scale)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(others) + 3), style.height + 1))
+    sns.heatmap(
+        diffs[order], annot=True, fmt=".3f", cmap=style.heatmap_cmap, vmin=0, ax=ax,
+        xticklabels=[f"vs {labels.get(o, o)}" for o in others], yticklabels=[rows["observation"][int(i)] for i in order],
+        cbar_kws={"label": f"|Δ {table['metric'][0]}|"},
+    )
+    ax.set_xlabel("baseline")
+    ax.set_ylabel("observation")
+    ax.set_title(f"{labels.get(reference, reference)}: absolute F1 difference to each baseline")
+    _save(fig, path, style)
+
+
+def length_bars(table: pl.DataFrame, labels: dict[str, str], style: FigureStyle, path: str) -> None:
+    """F1 by report-length tertile and labeler."""
+    long = table.unpivot(index=["length_bin", "tokens"], on=labeler_columns(table), variable_name="labeler", value_name="F1")
+    long = long.with_columns(pl.col("labeler").replace(labels), (pl.col("length_bin") + "\n(" + pl.col("tokens") + " tokens)").alias("bin"))
+    sns.set_theme(style="whitegrid", font_scale=style.font_scale)
+    fig, ax = plt.subplots(figsize=(style.width * 0.7, style.height))
+    sns.barplot(data=_records(long), x="bin", y="F1", hue="labeler", palette=style.palette, ax=ax)
+    ax.set_xlabel("report length (tertile)")
+    ax.set_ylabel(table["metric"][0])
+    ax.set_ylim(0, 1.05)
+    ax.legend(title="labeler", loc="lower left", ncols=len(labeler_columns(table)))
+    _save(fig, path, style)
+
+
+def _records(frame: pl.DataFrame) -> dict[str, list]:
+    """Columns as lists: seaborn's data without a pandas dependency in the package."""
+    return frame.to_dict(as_series=False)
+
+
+def _save(fig: plt.Figure, path: str, style: FigureStyle) -> None:
+    fig.tight_layout()
+    fig.savefig(path, dpi=style.dpi)
+    plt.close(fig)

@@ -1,0 +1,200 @@
+"""A BERT-style classifier in the spirit of CheXbert: a pretrained encoder, one head per observation.
+
+Each head reads the [CLS] representation and predicts blank / positive / negative / uncertain
+(No Finding: blank / positive). Training minimises the sum over heads of class-weighted cross
+entropy, weights inversely proportional to class frequency in the training labels. Reports are
+truncated at ``max_length`` tokens (512, as CheXbert), so long reports lose their tail.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from tqdm import tqdm
+from transformers import AutoModel, AutoTokenizer
+
+from cxrlabel.io.labels import read_labels
+from cxrlabel.labelers import Labeled
+from cxrlabel.observations import NO_FINDING, OBSERVATIONS
+
+log = logging.getLogger(__name__)
+
+#: Head class index -> label code (CheXbert's order).
+CLASS_CODES: tuple[int | None, ...] = (None, 1, 0, -1)
+HEADS_FILE, SETTINGS_FILE = "heads.safetensors", "cxrlabel_bert.json"
+
+
+def n_classes(observation: str) -> int:
+    return 2 if observation == NO_FINDING else 4
+
+
+def to_class(code: int | None) -> int:
+    return CLASS_CODES.index(code)
+
+
+@dataclass(frozen=True)
+class BertSettings:
+    """Training settings; saved beside the model so that prediction uses the same truncation."""
+
+    max_length: int = 512
+    epochs: int = 2
+    batch_size: int = 16
+    learning_rate: float = 5e-5  # the encoder's
+    head_learning_rate: float = 2e-3  # the freshly initialised heads learn faster
+    seed: int = 0
+    threads: int = 2
+
+
+class BertLabelerModel(nn.Module):
+    """Encoder + 14 linear heads on the first token's hidden state."""
+
+    def __init__(self, encoder: nn.Module, dropout: float = 0.1) -> None:
+        super().__init__()
+        self.encoder = encoder
+        hidden = encoder.config.hidden_size
+        self.dropout = nn.Dropout(dropout)
+        self.heads = nn.ModuleList(nn.Linear(hidden, n_classes(name)) for name in OBSERVATIONS)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> list[torch.Tensor]:
+        cls = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state[:, 0]
+        cls = self.dropout(cls)
+        return [head(cls) for head in self.heads]
+
+
+def class_weights(labels: np.ndarray) -> list[torch.Tensor]:
+    """Per observation, weights inversely proportional to each class's frequency (unseen classes: 1)."""
+    weights = []
+    for j, name in enumerate(OBSERVATIONS):
+        counts = np.bincount(labels[:, j], minlength=n_classes(name)).astype(float)
+        w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n_classes(name), 1.0)
+        weights.append(torch.tensor(w, dtype=torch.float32))
+    return weights
+
+
+def label_classes(labels: pl.DataFrame) -> np.ndarray:
+    """Head class indices (n, 14) from a labels table."""
+    return np.array([[to_class(row[name]) for name in OBSERVATIONS] for row in labels.select(OBSERVATIONS).iter_rows(named=True)], dtype=np.int64)
+
+
+def train_bert(encoder_path: str, texts: list[str], labels: pl.DataFrame, out_dir: str, settings: BertSettings) -> dict[str, float]:
+    """Fine-tune the encoder and heads on silver labels; save to ``out_dir``; return training stats."""
+    torch.manual_seed(settings.seed)
+    random.seed(settings.seed)
+    torch.set_num_threads(settings.threads)
+    tokenizer = AutoTokenizer.from_pretrained(encoder_path)
+    model = BertLabelerModel(AutoModel.from_pretrained(encoder_path))
+    targets = label_classes(labels)
+    weights = class_weights(targets)
+    losses = [nn.CrossEntropyLoss(weight=w) for w in weights]
+    encoded = tokenizer(texts, truncation=True, max_length=settings.max_length)["input_ids"]
+    truncated = sum(len(ids) > settings.max_length for ids in tokenizer(texts)["input_ids"])
+    log.info("training on %d reports; %d (%.1f%%) truncated at %d tokens", len(texts), truncated, 100 * truncated / max(1, len(texts)), settings.max_length)
+    optimizer = torch.optim.AdamW(
+        [
+            {"params": model.encoder.parameters(), "lr": settings.learning_rate},
+            {"params": model.heads.parameters(), "lr": settings.head_learning_rate},
+        ]
+    )
+    steps = settings.epochs * math.ceil(len(texts) / settings.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps))
+    model.train()
+    order = list(range(len(texts)))
+    running = float("nan")
+    with tqdm(total=steps, desc="bert training", unit="step", mininterval=10) as progress:
+        for epoch in range(settings.epochs):
+            random.shuffle(order)
+            for batch in _length_batches(order, encoded, settings.batch_size, shuffle=True):
+                input_ids, attention = _pad([encoded[i] for i in batch], tokenizer.pad_token_id)
+                logits = model(input_ids, attention)
+                y = torch.from_numpy(targets[batch])
+                loss = sum(fn(out, y[:, j]) for j, (fn, out) in enumerate(zip(losses, logits)))
+                optimizer.zero_grad()
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                optimizer.step()
+                scheduler.step()
+                running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
+                progress.update(1)
+                progress.set_postfix(epoch=epoch + 1, loss=f"{running:.3f}")
+    save_bert(model, tokenizer, out_dir, settings)
+    return {"final_loss": running, "steps": steps, "truncated_reports": truncated}
+
+
+def save_bert(model: BertLabelerModel, tokenizer, out_dir: str, settings: BertSettings) -> None:
+    path = Path(out_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    model.encoder.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    save_file({k: v.contiguous() for k, v in model.heads.state_dict().items()}, path / HEADS_FILE)
+    (path / SETTINGS_FILE).write_text(json.dumps(asdict(settings), indent=2))
+
+
+class BertLabeler:
+    """A trained BERT-style labeler loaded from its folder."""
+
+    name = "bert"
+
+    def __init__(self, model_dir: str, batch_size: int = 32, threads: int | None = None) -> None:
+        path = Path(model_dir)
+        if not (path / HEADS_FILE).is_file():
+            raise FileNotFoundError(f"{model_dir}: not a cxrlabel BERT labeler (no {HEADS_FILE}); train one with the bert_train rule")
+        if threads:
+            torch.set_num_threads(threads)
+        self.settings = BertSettings(**json.loads((path / SETTINGS_FILE).read_text()))
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = BertLabelerModel(AutoModel.from_pretrained(path))
+        self.model.heads.load_state_dict(load_file(path / HEADS_FILE))
+        self.model.eval()
+        self.batch_size = batch_size
+
+    @torch.inference_mode()
+    def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
+        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.settings.max_length)["input_ids"]
+        cut = [len(ids) > self.settings.max_length for ids in self.tokenizer(list(texts))["input_ids"]]
+        results: list[Labeled | None] = [None] * len(texts)
+        for batch in _length_batches(list(range(len(texts))), encoded, self.batch_size, shuffle=False):
+            input_ids, attention = _pad([encoded[i] for i in batch], self.tokenizer.pad_token_id)
+            classes = torch.stack([logits.argmax(-1) for logits in self.model(input_ids, attention)], dim=1)
+            for i, row in zip(batch, classes.tolist()):
+                results[i] = Labeled({name: CLASS_CODES[c] for name, c in zip(OBSERVATIONS, row)}, truncated=cut[i])
+        return results  # type: ignore[return-value]
+
+
+def _length_batches(order: list[int], encoded: list[list[int]], batch_size: int, shuffle: bool) -> list[list[int]]:
+    """Batches of similar length (less padding); in shuffled training, batches come in random order."""
+    chunks = [order[i : i + batch_size * 50] for i in range(0, len(order), batch_size * 50)]
+    batches = []
+    for chunk in chunks:
+        chunk = sorted(chunk, key=lambda i: len(encoded[i]))
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
+    if shuffle:
+        random.shuffle(batches)
+    return batches
+
+
+def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = torch.tensor(s)
+        mask[i, : len(s)] = 1
+    return ids, mask
+
+
+def train_bert_on_split(encoder_path: str, reports_path: str, labels_path: str, out_dir: str, settings: BertSettings, split: str = "train") -> dict[str, float]:
+    """Train on the reports of ``split`` that have silver labels."""
+    labels, _ = read_labels(labels_path)
+    train = pl.read_parquet(reports_path).filter(pl.col("split") == split).join(labels, on="study_id", how="inner", maintain_order="left")
+    return train_bert(encoder_path, train["text"].to_list(), train, out_dir, settings)

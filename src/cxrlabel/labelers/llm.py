@@ -1,0 +1,97 @@
+"""The LLM labeler: batched greedy decoding of a fine-tuned causal LM, parsed by the instruction module.
+
+- Batches of similar prompt length, left padding, KV cache, greedy decoding, stop at EOS.
+- A report whose prompt would not fit the model's context (with room for the answer) keeps
+  its end (the impression) and loses its beginning; it is counted (``truncated``), never cut
+  silently.
+- A malformed output never stops a run: it is counted (``format_error``) and the fallback
+  keeps the observation/certainty pairs that can be salvaged from it (``fallback_used``);
+  observations it cannot salvage stay blank.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from cxrlabel.instruct import CompletionFormat, build_prompt, parse_completion
+from cxrlabel.labelers import Labeled
+
+log = logging.getLogger(__name__)
+
+SETTINGS_FILE = "cxrlabel_llm.json"
+
+
+def write_llm_settings(model_dir: str, fmt: CompletionFormat) -> None:
+    """Record the completion format a model was tuned on, so that any later use prompts it the same way."""
+    (Path(model_dir) / SETTINGS_FILE).write_text(json.dumps({"format": fmt}) + "\n")
+
+
+class LLMLabeler:
+    """A fine-tuned causal LM (SFT or RLHF policy) loaded from its folder."""
+
+    def __init__(self, model_dir: str, name: str = "llm", batch_size: int = 32, max_new_tokens: int = 128, threads: int | None = None) -> None:
+        path = Path(model_dir)
+        if not (path / SETTINGS_FILE).is_file():
+            raise FileNotFoundError(f"{model_dir}: not a cxrlabel LLM labeler (no {SETTINGS_FILE}); train one with the sft rule")
+        if threads:
+            torch.set_num_threads(threads)
+        self.name = name
+        self.format: CompletionFormat = json.loads((path / SETTINGS_FILE).read_text())["format"]
+        self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+        self.model = AutoModelForCausalLM.from_pretrained(path)
+        self.model.eval()
+        self.batch_size = batch_size
+        self.max_new_tokens = max_new_tokens
+        self.context = self.model.config.max_position_embeddings
+
+    def prompt_ids(self, text: str) -> tuple[list[int], bool]:
+        """Token ids of the prompt for ``text``, and whether the report had to lose its beginning to fit."""
+        ids = self.tokenizer(build_prompt(text, self.format))["input_ids"]
+        budget = self.context - self.max_new_tokens
+        if len(ids) <= budget:
+            return ids, False
+        report = self.tokenizer(text)["input_ids"]
+        keep = max(0, len(report) - (len(ids) - budget) - 8)  # a margin for re-tokenisation at the cut
+        shortened = self.tokenizer.decode(report[len(report) - keep :])
+        return self.tokenizer(build_prompt(shortened, self.format))["input_ids"][-budget:], True
+
+    @torch.inference_mode()
+    def generate(self, prompts: Sequence[list[int]]) -> list[str]:
+        """Greedy completions of token-id prompts, batched by similar length."""
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        outputs: list[str] = [""] * len(prompts)
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            width = max(len(prompts[i]) for i in batch)
+            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
+            attention = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, i in enumerate(batch):
+                input_ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
+                attention[row, width - len(prompts[i]) :] = 1
+            generated = self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                max_new_tokens=self.max_new_tokens,
+                do_sample=False,
+                use_cache=True,
+                pad_token_id=pad,
+                eos_token_id=self.tokenizer.eos_token_id,
+            )
+            for row, i in enumerate(batch):
+                outputs[i] = self.tokenizer.decode(generated[row, width:], skip_special_tokens=True)
+        return outputs
+
+    def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
+        prompts, truncated = zip(*(self.prompt_ids(text) for text in texts)) if texts else ((), ())
+        results = []
+        for output, cut in zip(self.generate(prompts), truncated):
+            parsed = parse_completion(output, self.format)
+            results.append(Labeled(parsed.labels, format_error=parsed.error is not None, fallback_used=parsed.error is not None, truncated=cut))
+        return results

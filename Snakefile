@@ -22,6 +22,7 @@ include: "rules/instruct.smk"
 include: "rules/predict.smk"
 include: "rules/bert.smk"
 include: "rules/llm.smk"
+include: "rules/rlhf.smk"
 include: "rules/evaluate.smk"
 include: "rules/figures.smk"
 

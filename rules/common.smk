@@ -47,3 +47,11 @@ def instruct_labels(wildcards):
     if config["instruct"]["labels"] == "rule":
         return rules.predict_rule.output[0]
     return rules.ingest.output.silver
+
+
+def preference_inputs(wildcards):
+    """The SFT policy and expert labels for simulated judgements, or the human judgements file."""
+    inputs = {"reports": rules.ingest.output.reports}
+    if config["rlhf"]["judge"] == "human":
+        return inputs | {"judgements": config["rlhf"]["human_judgements"]}
+    return inputs | {"policy": rules.sft.output[0], "expert": rules.ingest.output.gold}

@@ -26,7 +26,7 @@ def corpus(demo):
 def test_demo_corpus_ingests_without_a_single_drop(corpus):
     assert corpus.reports.height == SPEC.n_studies and corpus.drops.rows == []
     assert corpus.silver.height == SPEC.n_studies
-    assert set(corpus.gold["study_id"]) == set(corpus.reports.filter(pl.col("split") == "test")["study_id"])
+    assert set(corpus.gold["study_id"]) == set(corpus.reports.filter(pl.col("split") != "train")["study_id"])
 
 
 def test_demo_corpus_is_deterministic(demo, tmp_path):

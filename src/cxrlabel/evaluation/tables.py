@@ -139,17 +139,23 @@ def errors_table(scored: dict[str, Scored], kind: LabelKind) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
-def load_scored(gold_path: str, predictions: dict[str, str]) -> tuple[dict[str, Scored], LabelKind, list[str]]:
-    """Score every labeler's predictions file against the gold labels table."""
+def load_scored(gold_path: str, reports: pl.DataFrame, predictions: dict[str, str]) -> tuple[dict[str, Scored], LabelKind, list[str]]:
+    """Score every labeler's predictions file against the gold labels of the test split.
+
+    Gold labels of other splits (OpenI's indexer labels cover every report; the demo's cover
+    the validate split for simulated expert preferences) never enter the evaluation.
+    """
     gold, kind = read_labels(gold_path)
+    gold = gold.join(reports.filter(pl.col("split") == "test").select("study_id"), on="study_id", how="semi")
     scored = {name: score(gold, kind, read_labels(path)[0]) for name, path in predictions.items()}
     return scored, kind, gold["study_id"].to_list()
 
 
 def write_evaluation_tables(gold_path: str, reports_path: str, predictions: dict[str, str], out: dict[str, str], n_resamples: int, seed: int) -> None:
     """Write paper 1's Tables 1-2 (with bootstrap intervals) and paper 2's Tables 4-6 as CSV."""
-    scored, kind, study_ids = load_scored(gold_path, predictions)
-    lengths = pl.DataFrame({"study_id": study_ids}).join(pl.read_parquet(reports_path, columns=["study_id", "n_tokens"]), on="study_id", how="left", maintain_order="left")
+    reports = pl.read_parquet(reports_path, columns=["study_id", "split", "n_tokens"])
+    scored, kind, study_ids = load_scored(gold_path, reports, predictions)
+    lengths = pl.DataFrame({"study_id": study_ids}).join(reports, on="study_id", how="left", maintain_order="left")
     per_observation_table(scored, kind).write_csv(out["weighted_f1"], float_precision=4)
     per_observation_table(scored, kind, POSITIVE_NEGATIVE).write_csv(out["positive_negative_f1"], float_precision=4)
     confidence_table(scored, kind, n_resamples, seed)[0].write_csv(out["confidence"], float_precision=4)
@@ -158,8 +164,8 @@ def write_evaluation_tables(gold_path: str, reports_path: str, predictions: dict
     errors_table(scored, kind).write_csv(out["errors"], float_precision=4)
 
 
-def write_significance_table(gold_path: str, predictions: dict[str, str], path: str, n_resamples: int, seed: int) -> None:
+def write_significance_table(gold_path: str, reports_path: str, predictions: dict[str, str], path: str, n_resamples: int, seed: int) -> None:
     """Write paper 1's Table 3 for every pair of labelers."""
-    scored, kind, _ = load_scored(gold_path, predictions)
+    scored, kind, _ = load_scored(gold_path, pl.read_parquet(reports_path, columns=["study_id", "split"]), predictions)
     boots = confidence_table(scored, kind, n_resamples, seed)[1]
     significance_table(scored, boots, kind).write_csv(path, float_precision=6)

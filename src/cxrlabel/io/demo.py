@@ -7,7 +7,9 @@ FINDINGS or IMPRESSION, neither, WET READ, ADDENDUM, ``___`` de-identification, 
 share of reports is long (past 512 WordPiece tokens). The files written are
 ``mimic-cxr-reports.zip``, ``mimic-cxr-2.0.0-chexpert.csv.gz`` (silver: truth with label
 noise, as a labeler's output would be), ``mimic-cxr-2.0.0-split.csv.gz`` (one row per image)
-and ``mimic-cxr-2.1.0-test-set-labeled.csv`` (gold: truth for the test split).
+and ``mimic-cxr-2.1.0-test-set-labeled.csv`` (gold: truth for the test split and, unlike the real
+file, for the validate split too, where simulated expert preferences are drawn without
+touching the evaluation set).
 """
 
 from __future__ import annotations
@@ -226,7 +228,7 @@ def write_demo_corpus(out_dir: str | Path, spec: DemoSpec) -> dict[str, Path]:
             for _ in range(rng.randint(1, 3)):
                 split_rows.append({"dicom_id": f"{rng.getrandbits(128):032x}", "study_id": study_id, "subject_id": subject_id, "split": split})
             silver_rows.append({"subject_id": subject_id, "study_id": study_id, **add_label_noise(labels, rng, spec.silver_noise)})
-            if split == "test":
+            if split in ("validate", "test"):
                 gold_rows.append({"study_id": study_id, **labels})
 
     schema = {"subject_id": pl.String, **labels_schema()}

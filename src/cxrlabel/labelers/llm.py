@@ -61,12 +61,22 @@ class LLMLabeler:
         shortened = self.tokenizer.decode(report[len(report) - keep :])
         return self.tokenizer(build_prompt(shortened, self.format))["input_ids"][-budget:], True
 
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[list[int]]) -> list[str]:
-        """Greedy completions of token-id prompts, batched by similar length."""
+        """Greedy completions of token-id prompts."""
+        return [outputs[0] for outputs in self._generate(prompts, {"do_sample": False})]
+
+    def sample(self, prompts: Sequence[list[int]], n: int, temperature: float, seed: int) -> list[list[str]]:
+        """``n`` sampled completions per prompt (reproducible for a given seed)."""
+        torch.manual_seed(seed)
+        return self._generate(prompts, {"do_sample": True, "temperature": temperature, "top_k": 0, "num_return_sequences": n})
+
+    @torch.inference_mode()
+    def _generate(self, prompts: Sequence[list[int]], options: dict) -> list[list[str]]:
+        """Completions of token-id prompts, batched by similar length, left-padded, with KV cache."""
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-        outputs: list[str] = [""] * len(prompts)
+        outputs: list[list[str]] = [[] for _ in prompts]
         pad = self.tokenizer.pad_token_id
+        per_prompt = options.get("num_return_sequences", 1)
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             width = max(len(prompts[i]) for i in batch)
@@ -79,13 +89,14 @@ class LLMLabeler:
                 input_ids=input_ids,
                 attention_mask=attention,
                 max_new_tokens=self.max_new_tokens,
-                do_sample=False,
                 use_cache=True,
                 pad_token_id=pad,
                 eos_token_id=self.tokenizer.eos_token_id,
+                **options,
             )
+            texts = self.tokenizer.batch_decode(generated[:, width:], skip_special_tokens=True)
             for row, i in enumerate(batch):
-                outputs[i] = self.tokenizer.decode(generated[row, width:], skip_special_tokens=True)
+                outputs[i] = texts[row * per_prompt : (row + 1) * per_prompt]
         return outputs
 
     def label_batch(self, texts: Sequence[str]) -> list[Labeled]:

@@ -1,0 +1,79 @@
+"""The preference builder: agreement, ranking, ties, duplicates, positive-only gold, human rows."""
+
+from __future__ import annotations
+
+import polars as pl
+import pytest
+
+from cxrlabel.io.records import BadInputError, DropLog
+from cxrlabel.observations import OBSERVATIONS
+from cxrlabel.training.preferences import agreement, rank_pairs, read_human_judgements
+
+BLANK = {name: None for name in OBSERVATIONS}
+EXPERT = BLANK | {"Edema": 1, "Pneumothorax": 0}
+GOOD = '{"Edema": "positive", "Pneumothorax": "negative"}'
+HALF = '{"Edema": "positive"}'
+WRONG = '{"Edema": "negative", "Fracture": "positive"}'
+BROKEN = '{"Edema": "posi'
+
+
+def test_agreement_with_full_expert_labels_counts_matching_observations():
+    assert agreement(GOOD, EXPERT, "full", "mentioned") == 14
+    assert agreement(HALF, EXPERT, "full", "mentioned") == 13
+    assert agreement(WRONG, EXPERT, "full", "mentioned") == 11
+    assert agreement(BROKEN, EXPERT, "full", "mentioned") < agreement(WRONG, EXPERT, "full", "mentioned") - 10
+
+
+def test_agreement_with_positive_only_labels_ignores_what_indexers_cannot_say():
+    indexer = BLANK | {"Edema": 1, "Fracture": 1}
+    # a negative Pneumothorax is neither right nor wrong against positive-only labels
+    assert agreement(GOOD, indexer, "positive_only", "mentioned") == agreement(HALF, indexer, "positive_only", "mentioned") == 1
+    assert agreement('{"Edema": "positive", "Fracture": "positive"}', indexer, "positive_only", "mentioned") == 2
+    assert agreement('{"Cardiomegaly": "positive"}', indexer, "positive_only", "mentioned") == -1
+
+
+def test_pairs_rank_the_better_output_first_and_skip_ties_and_duplicates():
+    pairs = rank_pairs("s1", "prompt", [GOOD, HALF, f" {GOOD} ", HALF, WRONG], EXPERT, "full", "mentioned", max_pairs=10)
+    assert [(p["chosen"], p["rejected"], p["margin"]) for p in pairs] == [(GOOD, WRONG, 3.0), (HALF, WRONG, 2.0), (GOOD, HALF, 1.0)]
+    assert all(p["source"] == "simulated" and p["annotator"] is None for p in pairs)
+    assert rank_pairs("s1", "prompt", [GOOD, GOOD, GOOD], EXPERT, "full", "mentioned", 10) == []
+    tied = '{"Edema": "positive", "Pneumothorax": "negative", "Hernia": "positive"}'  # malformed, like BROKEN
+    assert rank_pairs("s1", "prompt", [BROKEN, tied], EXPERT, "full", "mentioned", 10) == []
+    assert len(rank_pairs("s1", "prompt", [GOOD, HALF, WRONG], EXPERT, "full", "mentioned", max_pairs=1)) == 1
+
+
+REPORTS = pl.DataFrame({"study_id": ["1", "2"], "text": ["Mild edema.", "No pneumothorax."]})
+
+
+def test_human_judgements_with_invalid_rows_reported(tmp_path):
+    path = tmp_path / "judgements.csv"
+    pl.DataFrame(
+        [
+            ("1", HALF, GOOD, "b", "rad1"),
+            ("9", "x", "y", "a", "rad1"),  # unknown study
+            ("2", "x", "y", "maybe", "rad2"),  # invalid choice
+            ("2", "x", "x", "a", "rad2"),  # not a pair
+            ("2", "x", "y", "A", "rad2"),
+        ],
+        schema=["study_id", "output_a", "output_b", "preferred", "annotator"],
+        orient="row",
+    ).write_csv(path)
+    drops = DropLog()
+    pairs = read_human_judgements(str(path), REPORTS, "mentioned", drops)
+    assert pairs.select("study_id", "chosen", "rejected", "source", "annotator").rows() == [
+        ("1", GOOD, HALF, "human", "rad1"),
+        ("2", "x", "y", "human", "rad2"),
+    ]
+    assert pairs["prompt"][0].endswith("Report: Mild edema.\n\nLabels:\n")
+    assert [(r["record"], r["reason"]) for r in drops.rows] == [("line 3", "unknown_study"), ("line 4", "invalid_choice"), ("line 5", "not_a_pair")]
+
+
+def test_human_judgements_jsonl_and_header_errors(tmp_path):
+    path = tmp_path / "judgements.jsonl"
+    path.write_text('{"study_id": "2", "output_a": "a", "output_b": "b", "preferred": "a", "annotator": "r"}\n{"study_id": "1"\n')
+    with pytest.raises(BadInputError, match=r"judgements\.jsonl: line 2: not JSON"):
+        read_human_judgements(str(path), REPORTS, "mentioned", DropLog())
+    bad = tmp_path / "bad.csv"
+    bad.write_text("study_id,a,b\n1,x,y\n")
+    with pytest.raises(BadInputError, match=r"missing column\(s\) \['output_a'"):
+        read_human_judgements(str(bad), REPORTS, "mentioned", DropLog())

@@ -73,7 +73,7 @@ def run_ppo(sft_dir: str, reward_dir: str, reports: pl.DataFrame, out_dir: str, 
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
     from cxrlabel.instruct import build_prompt
-    from cxrlabel.labelers.llm import SETTINGS_FILE
+    from cxrlabel.labelers.llm import SETTINGS_FILE, write_llm_settings
 
     torch.set_num_threads(threads)
     fmt = json.loads((Path(sft_dir) / SETTINGS_FILE).read_text())["format"]
@@ -90,3 +90,4 @@ def run_ppo(sft_dir: str, reward_dir: str, reports: pl.DataFrame, out_dir: str, 
     trainer.train()
     trainer.save_model(out_dir)  # the policy alone, without the value head
     tokenizer.save_pretrained(out_dir)
+    write_llm_settings(out_dir, fmt)

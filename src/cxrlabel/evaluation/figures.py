@@ -3,6 +3,7 @@ heatmap between the LLM and each baseline, and F1 by report length."""
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 
 import matplotlib
@@ -43,25 +44,25 @@ def per_observation_bars(table: pl.DataFrame, labels: dict[str, str], style: Fig
     ax.set_ylabel(table["metric"][0])
     ax.set_ylim(0, 1.05)
     ax.tick_params(axis="x", rotation=45)
-    plt.setp(ax.get_xticklabels(), ha="right")
-    ax.legend(title="labeler", loc="lower left", ncols=len(labeler_columns(table)))
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+    _legend_above(ax, len(labeler_columns(table)))
     _save(fig, path, style)
 
 
-def difference_heatmap(table: pl.DataFrame, reference: str, labels: dict[str, str], style: FigureStyle, path: str) -> None:
-    """Absolute F1 difference between ``reference`` (the LLM) and each other labeler, per observation.
+def difference_heatmap(table: pl.DataFrame, reference: str, baselines: list[str], labels: dict[str, str], style: FigureStyle, path: str) -> None:
+    """Absolute F1 difference between ``reference`` (the LLM) and each baseline, per observation.
 
     Observations are sorted by their largest difference; cells are annotated.
     """
-    others = [c for c in labeler_columns(table) if c != reference]
+    others = [c for c in baselines if c in table.columns and c != reference]
     rows = table.filter(pl.col("observation") != "Average")
     diffs = np.abs(rows.select(others).to_numpy() - rows[reference].to_numpy()[:, None])
     order = np.argsort(-np.nan_to_num(diffs.max(axis=1)))
     sns.set_theme(style="white", font_scale=style.font_scale)
-    fig, ax = plt.subplots(figsize=(max(4.0, 1.6 * len(others) + 3), style.height + 1))
+    fig, ax = plt.subplots(figsize=(2.2 * len(others) + 4.5, style.height + 1))
     sns.heatmap(
         diffs[order], annot=True, fmt=".3f", cmap=style.heatmap_cmap, vmin=0, ax=ax,
-        xticklabels=[f"vs {labels.get(o, o)}" for o in others], yticklabels=[rows["observation"][int(i)] for i in order],
+        xticklabels=[textwrap.fill(f"vs {labels.get(o, o)}", 14) for o in others], yticklabels=[rows["observation"][int(i)] for i in order],
         cbar_kws={"label": f"|Δ {table['metric'][0]}|"},
     )
     ax.set_xlabel("baseline")
@@ -75,13 +76,18 @@ def length_bars(table: pl.DataFrame, labels: dict[str, str], style: FigureStyle,
     long = table.unpivot(index=["length_bin", "tokens"], on=labeler_columns(table), variable_name="labeler", value_name="F1")
     long = long.with_columns(pl.col("labeler").replace(labels), (pl.col("length_bin") + "\n(" + pl.col("tokens") + " tokens)").alias("bin"))
     sns.set_theme(style="whitegrid", font_scale=style.font_scale)
-    fig, ax = plt.subplots(figsize=(style.width * 0.7, style.height))
+    fig, ax = plt.subplots(figsize=(style.width * 0.8, style.height))
     sns.barplot(data=_records(long), x="bin", y="F1", hue="labeler", palette=style.palette, ax=ax)
     ax.set_xlabel("report length (tertile)")
     ax.set_ylabel(table["metric"][0])
     ax.set_ylim(0, 1.05)
-    ax.legend(title="labeler", loc="lower left", ncols=len(labeler_columns(table)))
+    _legend_above(ax, len(labeler_columns(table)))
     _save(fig, path, style)
+
+
+def _legend_above(ax: plt.Axes, n_entries: int) -> None:
+    """The legend in a row above the plot, where it hides no bar."""
+    sns.move_legend(ax, "lower center", bbox_to_anchor=(0.5, 1.0), ncols=min(n_entries, 4), title=None, frameon=False)
 
 
 def _records(frame: pl.DataFrame) -> dict[str, list]:

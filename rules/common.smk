@@ -55,3 +55,17 @@ def preference_inputs(wildcards):
     if config["rlhf"]["judge"] == "human":
         return inputs | {"judgements": config["rlhf"]["human_judgements"]}
     return inputs | {"policy": rules.sft.output[0], "expert": rules.ingest.output.gold}
+
+
+def preference_settings():
+    """The rlhf settings the preference set depends on (not the reward model's or PPO's)."""
+    keys = [
+        "judge",
+        "human_judgements",
+        "preference_split",
+        "candidates",
+        "temperature",
+        "max_pairs_per_report",
+        "seed",
+    ]
+    return {key: config["rlhf"][key] for key in keys}

@@ -17,7 +17,9 @@ rule base_model:
         runtime=resources_of("base_model")["runtime"],
         gpu=resources_of("base_model")["gpu"],
     params:
-        llm=config["llm"],
+        base=config["llm"]["base"],
+        allow_download=config["llm"]["allow_download"],
+        tiny=config["llm"]["tiny"],
     script:
         "../workflow/scripts/base_model.py"
 

@@ -17,7 +17,7 @@ rule preferences:
         runtime=resources_of("preferences")["runtime"],
         gpu=resources_of("preferences")["gpu"],
     params:
-        rlhf=config["rlhf"],
+        rlhf=preference_settings(),
         batch_size=config["llm"]["inference"]["batch_size"],
         max_new_tokens=config["llm"]["inference"]["max_new_tokens"],
         fmt=config["instruct"]["format"],

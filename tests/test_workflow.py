@@ -115,12 +115,11 @@ def test_pipeline_writes_every_table_and_figure(pipeline):
 
 
 def test_labelers_learn_the_task(pipeline):
-    """The rule labeler is accurate on the demo; the trained labelers clearly beat chance, and
-    the LLM's outputs are well-formed."""
+    """On the demo corpus's gold test set every labeler clearly learns the task (an all-blank
+    labeler scores 0), and the LLM's outputs are well-formed."""
     average = pl.read_csv(pipeline["results"] / "tables/table1_average_ci.csv")
     scores = dict(zip(average["labeler"], average["average"]))
-    assert scores["rule"] > 0.9
-    assert scores["bert"] > 0.3 and scores["sft"] > 0.35 and scores["ppo"] > 0.3, scores
+    assert scores["rule"] > 0.9 and scores["sft"] > 0.8 and scores["ppo"] > 0.8 and scores["bert"] > 0.5, scores
     errors = pl.read_csv(pipeline["results"] / "tables/table6_errors_per_report.csv")
     assert (errors.filter(pl.col("labeler").is_in(["sft", "ppo"]))["format_error_pct"] < 10).all()
 

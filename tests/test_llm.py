@@ -1,0 +1,61 @@
+"""The LLM stages on a micro model: tokenizer and Qwen2 built here, TRL SFT with checkpoint
+resume, batched generation equal to one-at-a-time generation, and the context limit."""
+
+from __future__ import annotations
+
+import logging
+
+import polars as pl
+import pytest
+
+from cxrlabel.instruct import build_prompt, serialize_labels
+from cxrlabel.labelers.llm import LLMLabeler, write_llm_settings
+from cxrlabel.observations import OBSERVATIONS
+from cxrlabel.training.base_model import OfflineModelError, TinyModelSpec, build_base_model, resolve_model_path
+from cxrlabel.training.sft import run_sft
+
+REPORTS = ["No pneumothorax.", "Small left pleural effusion.", "Heart size is normal.", "Possible pneumonia."] * 4
+MICRO = TinyModelSpec(vocab_size=400, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128, pretrain_epochs=1, pretrain_block=16, pretrain_batch_size=4)
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    path = tmp_path_factory.mktemp("base")
+    labels = {name: None for name in OBSERVATIONS} | {"Pneumothorax": 0}
+    completions = [serialize_labels(labels, "mentioned")] * len(REPORTS)
+    build_base_model(str(path), None, False, REPORTS, [build_prompt(r, "mentioned") for r in REPORTS] + completions, MICRO)
+    table = pl.DataFrame({"prompt": [build_prompt(r, "mentioned") for r in REPORTS], "completion": completions})
+    table.write_parquet(path / "train.parquet")
+    return path
+
+
+def sft_settings(max_steps: int) -> dict:
+    return {"max_steps": max_steps, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "bf16": False, "gradient_checkpointing": False, "save_steps": 2, "logging_steps": 1, "use_cpu": True, "seed": 0, "max_length": 128}
+
+
+def test_hub_ids_are_refused_offline():
+    with pytest.raises(OfflineModelError, match="downloads are off"):
+        resolve_model_path("Qwen/Qwen1.5-0.5B", allow_download=False)
+
+
+def test_sft_resumes_from_its_last_checkpoint(base, tmp_path, caplog):
+    out = str(tmp_path / "sft")
+    first = run_sft(str(base), str(base / "train.parquet"), str(base / "train.parquet"), out, sft_settings(4), threads=1)
+    assert first["epoch"] > 0 and (tmp_path / "sft/checkpoints/checkpoint-4").is_dir()
+    with caplog.at_level(logging.INFO, logger="cxrlabel.training.sft"):
+        run_sft(str(base), str(base / "train.parquet"), str(base / "train.parquet"), out, sft_settings(6), threads=1)
+    assert "resuming from" in caplog.text and "checkpoint-4" in caplog.text
+    assert (tmp_path / "sft/checkpoints/checkpoint-6").is_dir() and (tmp_path / "sft/model.safetensors").is_file()
+
+
+def test_batched_generation_equals_one_at_a_time_and_long_reports_are_flagged(base, tmp_path):
+    write_llm_settings(str(base), "mentioned")
+    labeler = LLMLabeler(str(base), batch_size=3, max_new_tokens=12)
+    prompts = [labeler.prompt_ids(r)[0] for r in REPORTS[:5]]
+    assert labeler.generate(prompts) == [labeler.generate([p])[0] for p in prompts]
+    ids, truncated = labeler.prompt_ids("Small left pleural effusion. " * 40)
+    assert truncated and len(ids) <= labeler.context - labeler.max_new_tokens
+    assert labeler.tokenizer.decode(ids).endswith("effusion.\n\nLabels:\n")  # the end of the report is kept
+    results = labeler.label_batch(["No pneumothorax.", "Small left pleural effusion. " * 40])
+    assert [r.truncated for r in results] == [False, True]
+    assert all(set(r.labels) == set(OBSERVATIONS) for r in results)

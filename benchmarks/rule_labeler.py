@@ -34,15 +34,16 @@ for _ in range(3):
 print(f"rule labeler: {len(texts)} reports in {best:.2f} s (best of 3) = {len(texts) / best:,.0f} reports/s on one core")
 
 predictions = pl.concat([corpus.reports.select("study_id", "split"), labeled_frame(labeled)], how="horizontal")
-rows = {}
-for name, splits in (("tuning (train+validate)", ["train", "validate"]), ("held-out (test)", ["test"])):
+parts = {"tuning (train+validate)": ["train", "validate"], "held-out (test)": ["test"]}
+scores, supports = {}, {}
+for name, splits in parts.items():
     subset = predictions.filter(pl.col("split").is_in(splits))
     gold = corpus.gold.join(subset.select("study_id"), on="study_id", how="semi")
     g, p, _ = label_matrix(gold, subset)
-    rows[name] = positive_f1_by_observation(g, p)
-    rows[name + " n"] = {o: int(np.sum(g[:, j] == 1)) for j, o in enumerate(OBSERVATIONS)}
-print("| observation | " + " | ".join(rows) + " |")
-print("|---" * (len(rows) + 1) + "|")
+    scores[name] = positive_f1_by_observation(g, p)
+    supports[name] = {o: int(np.sum(g[:, j] == 1)) for j, o in enumerate(OBSERVATIONS)}
+print("| observation | " + " | ".join(f"{name} F1 | n" for name in parts) + " |")
+print("|---" * (2 * len(parts) + 1) + "|")
 for o in OBSERVATIONS:
-    print(f"| {o} | " + " | ".join(f"{v[o]:.3f}" if isinstance(v[o], float) else str(v[o]) for v in rows.values()) + " |")
-print("| macro | " + " | ".join(f"{mean_ignoring_nan(v):.3f}" if "n" != k[-1] else "" for k, v in rows.items()) + " |")
+    print(f"| {o} | " + " | ".join(f"{scores[name][o]:.3f} | {supports[name][o]}" for name in parts) + " |")
+print("| **macro** | " + " | ".join(f"**{mean_ignoring_nan(scores[name]):.3f}** | " for name in parts) + " |")

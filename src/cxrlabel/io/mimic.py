@@ -94,8 +94,9 @@ def read_reports(location: str | Path, drops: DropLog) -> pl.DataFrame:
     """
     rows: list[dict[str, str]] = []
     seen: dict[str, str] = {}
+    in_zip = not Path(location).is_dir()
     for name, raw in iter_report_files(location):
-        source = f"{location}!{name}" if zipfile.is_zipfile(location) else str(Path(location) / name)
+        source = f"{location}!{name}" if in_zip else str(Path(location) / name)
         match = REPORT_PATH.search(name)
         if match is None:
             drops.drop(source, "file", None, "unexpected_path", f"{name} is not files/pXX/pNNNNNNNN/sNNNNNNNN.txt")

@@ -97,8 +97,8 @@ def train_bert(encoder_path: str, texts: list[str], labels: pl.DataFrame, out_di
     targets = label_classes(labels)
     weights = class_weights(targets)
     losses = [nn.CrossEntropyLoss(weight=w) for w in weights]
-    encoded = tokenizer(texts, truncation=True, max_length=settings.max_length)["input_ids"]
-    truncated = sum(len(ids) > settings.max_length for ids in tokenizer(texts)["input_ids"])
+    encoded, cut = encode(tokenizer, texts, settings.max_length)
+    truncated = sum(cut)
     log.info("training on %d reports; %d (%.1f%%) truncated at %d tokens", len(texts), truncated, 100 * truncated / max(1, len(texts)), settings.max_length)
     optimizer = torch.optim.AdamW(
         [
@@ -160,8 +160,7 @@ class BertLabeler:
 
     @torch.inference_mode()
     def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
-        encoded = self.tokenizer(list(texts), truncation=True, max_length=self.settings.max_length)["input_ids"]
-        cut = [len(ids) > self.settings.max_length for ids in self.tokenizer(list(texts))["input_ids"]]
+        encoded, cut = encode(self.tokenizer, list(texts), self.settings.max_length)
         results: list[Labeled | None] = [None] * len(texts)
         for batch in _length_batches(list(range(len(texts))), encoded, self.batch_size, shuffle=False):
             input_ids, attention = _pad([encoded[i] for i in batch], self.tokenizer.pad_token_id)
@@ -169,6 +168,13 @@ class BertLabeler:
             for i, row in zip(batch, classes.tolist()):
                 results[i] = Labeled({name: CLASS_CODES[c] for name, c in zip(OBSERVATIONS, row)}, truncated=cut[i])
         return results  # type: ignore[return-value]
+
+
+def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], list[bool]]:
+    """Token ids cut to ``max_length`` as CheXbert does (the text's tail goes, the final [SEP]
+    stays), and whether each report was cut."""
+    full = tokenizer(texts)["input_ids"]
+    return [ids if len(ids) <= max_length else ids[: max_length - 1] + ids[-1:] for ids in full], [len(ids) > max_length for ids in full]
 
 
 def _length_batches(order: list[int], encoded: list[list[int]], batch_size: int, shuffle: bool) -> list[list[int]]:

@@ -131,6 +131,13 @@ def test_reward_model_and_preferences_are_real(pipeline):
     assert metrics["held_out_pairs"] > 0 and 0 <= metrics["eval_accuracy"] <= 1
 
 
+def test_html_report_bundles_the_figures(pipeline):
+    report = pipeline["dir"] / "report.html"
+    snakemake("--configfile", pipeline["config"], "--report", str(report))
+    html = report.read_text(errors="replace")
+    assert report.stat().st_size > 100_000 and "f1_difference_heatmap.png" in html and "Absolute difference in per-observation F1" in html
+
+
 def test_nothing_is_stale_after_a_run(pipeline):
     assert planned_jobs(pipeline["config"]) == set()
 

@@ -62,3 +62,13 @@ def test_model_labelers_need_their_folder(tmp_path, labeler, capsys):
     assert f"the {labeler} labeler needs --model" in capsys.readouterr().err
     assert main(["label", "--labeler", labeler, "--model", str(tmp_path), "--input", str(source), "--output", str(tmp_path / "out.csv")]) == 2
     assert "not a cxrlabel" in capsys.readouterr().err
+
+
+def test_rule_logs_keep_what_libraries_print(tmp_path):
+    from cxrlabel.runlog import logged
+
+    with logged(tmp_path / "rule.log") as log:
+        log.info("labeled 3 reports")
+        print({"loss": 0.25})  # how trainers report their metrics
+    text = (tmp_path / "rule.log").read_text()
+    assert "labeled 3 reports" in text and "{'loss': 0.25}" in text

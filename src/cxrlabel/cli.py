@@ -50,22 +50,19 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
         convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in names}, strings_can_be_null=False),
     )
     count = 0
+    schema = pa.schema([(name, pa.string()) for name in (*names, *OBSERVATIONS)])
     options = pacsv.WriteOptions(quoting_style="needed")
-    with pacsv.CSVWriter(output_path, _output_schema(names), write_options=options) as writer, tqdm(desc=f"labeling ({labeler_kind})", unit="report", mininterval=2) as progress:
+    with pacsv.CSVWriter(output_path, schema, write_options=options) as writer, tqdm(desc=f"labeling ({labeler_kind})", unit="report", mininterval=2) as progress:
         for record_batch in reader:
             frame = pl.from_arrow(record_batch)
             for start in range(0, frame.height, batch_size):
                 chunk = frame.slice(start, batch_size)
                 labels = labeled_frame(labeler.label_batch(report_texts(chunk, text_columns)))
                 out = to_chexpert_csv_frame(pl.concat([chunk, labels.drop(FLAGS)], how="horizontal"))
-                writer.write_table(out.to_arrow().cast(_output_schema(names)))
+                writer.write_table(out.to_arrow().cast(schema))
                 count += chunk.height
                 progress.update(chunk.height)
     return count
-
-
-def _output_schema(names: list[str]) -> pa.Schema:
-    return pa.schema([(name, pa.string()) for name in (*names, *OBSERVATIONS)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import polars as pl
 import pytest
@@ -70,5 +71,6 @@ def test_rule_logs_keep_what_libraries_print(tmp_path):
     with logged(tmp_path / "rule.log") as log:
         log.info("labeled 3 reports")
         print({"loss": 0.25})  # how trainers report their metrics
+        assert sys.stdout.isatty() in (True, False) and sys.stdout.encoding  # libraries ask the stream
     text = (tmp_path / "rule.log").read_text()
     assert "labeled 3 reports" in text and "{'loss': 0.25}" in text

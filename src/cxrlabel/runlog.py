@@ -25,6 +25,10 @@ class _Tee:
         for stream in self.streams:
             stream.flush()
 
+    def __getattr__(self, name: str):
+        """Everything else (isatty, encoding, fileno...) is the terminal's."""
+        return getattr(self.streams[0], name)
+
 
 @contextlib.contextmanager
 def logged(path: str | Path, level: int = logging.INFO) -> Iterator[logging.Logger]:

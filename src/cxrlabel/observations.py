@@ -54,11 +54,6 @@ class Certainty(IntEnum):
         return self.name.lower()
 
 
-def label_schema() -> dict[str, pl.DataType]:
-    """Polars schema of the 14 label columns."""
-    return {name: LABEL_DTYPE for name in OBSERVATIONS}
-
-
 def apply_no_finding_rule(labels: dict[str, int | None]) -> dict[str, int | None]:
     """Return ``labels`` with No Finding set by the CheXpert convention.
 
@@ -69,8 +64,3 @@ def apply_no_finding_rule(labels: dict[str, int | None]) -> dict[str, int | None
     finding = any(labels.get(name) in (1, -1) for name in PATHOLOGIES)
     return {**labels, NO_FINDING: None if finding else 1}
 
-
-def no_finding_expr() -> pl.Expr:
-    """The No Finding rule as a polars expression over the 12 pathology columns."""
-    finding = pl.any_horizontal([pl.col(name).is_in([1, -1]).fill_null(False) for name in PATHOLOGIES])
-    return pl.when(finding).then(None).otherwise(1).cast(LABEL_DTYPE).alias(NO_FINDING)

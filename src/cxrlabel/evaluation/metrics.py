@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
-from cxrlabel.observations import NO_FINDING, OBSERVATIONS
+from cxrlabel.observations import OBSERVATIONS
 
 CERTAINTIES: dict[str, float] = {"positive": 1.0, "negative": 0.0, "uncertain": -1.0}
 
@@ -136,7 +136,3 @@ def length_tertiles(n_tokens: np.ndarray) -> np.ndarray:
     cuts = np.quantile(n_tokens, [1 / 3, 2 / 3])
     return np.searchsorted(cuts, n_tokens, side="right")
 
-
-def observations_without(excluded: str = NO_FINDING) -> list[str]:
-    """The observations less one (paper 2 reports 13, without No Finding)."""
-    return [name for name in OBSERVATIONS if name != excluded]

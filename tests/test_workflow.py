@@ -7,41 +7,14 @@ import json
 import re
 import shutil
 import subprocess
-from pathlib import Path
 
 import polars as pl
 import pytest
 import yaml
-
 from conftest import ROOT
+from snakemake_runs import overlay, snakemake
 
-TRAINING_RULES = {"bert_train", "base_model", "sft", "preferences", "reward_model", "ppo"}
-
-
-def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    result = subprocess.run(["snakemake", *args], cwd=ROOT, capture_output=True, text=True)
-    if check and result.returncode != 0:
-        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
-    return result
-
-
-def overlay(directory: Path, extra: dict | None = None) -> str:
-    """A config overlay that sends every output under ``directory`` (the embedded default otherwise)."""
-    demo_dir = f"{directory}/demo_corpus"
-    names = {"reports": "mimic-cxr-reports.zip", "silver_labels": "mimic-cxr-2.0.0-chexpert.csv.gz",
-             "split": "mimic-cxr-2.0.0-split.csv.gz", "gold_labels": "mimic-cxr-2.1.0-test-set-labeled.csv"}
-    config = {
-        "results": str(directory / "results"),
-        "demo": {"out_dir": demo_dir},
-        "corpus": {"mimic": {key: f"{demo_dir}/{name}" for key, name in names.items()}},
-    }
-    path = directory / f"overlay-{len(list(directory.glob('overlay-*')))}.yaml"
-    path.write_text(yaml.safe_dump(_merge(config, extra or {})))
-    return str(path)
-
-
-def _merge(base: dict, extra: dict) -> dict:
-    return {k: _merge(base[k], extra[k]) if isinstance(base.get(k), dict) and isinstance(extra.get(k), dict) else extra.get(k, base.get(k)) for k in base | extra}
+TRAINING_RULES = {"bert_train", "base_model", "sft", "preferences", "reward_model", "rl_policy"}
 
 
 def planned_jobs(*configfiles: str) -> set[str]:
@@ -77,7 +50,7 @@ def test_every_config_validates_and_plans_every_stage(configfile, tmp_path):
         assert "MissingInputException" in output and "mimic-cxr-2.1.0-test-set-labeled.csv" in output, output
     else:
         assert result.returncode == 0, output
-        for rule in ("ingest", "instruct", "predict_rule", "bert_train", "base_model", "sft", "preferences", "reward_model", "ppo", "predict_llm", "evaluate", "significance", "figures"):
+        for rule in ("ingest", "instruct", "predict_rule", "bert_train", "base_model", "sft", "preferences", "reward_model", "rl_policy", "predict_llm", "evaluate", "significance", "figures"):
             assert f"rule {rule}:" in output, rule
 
 

@@ -1,0 +1,125 @@
+"""The embedded default through `snakemake --profile slurm` on a real Slurm cluster, with a fault.
+
+Needs the test cluster (`tests/cluster/slurm-cluster start`, as root); deselected by default,
+run with `pytest -m cluster` (CI does, under `timeout -s KILL`). The cluster advertises one
+fake GPU, so the overlay makes `sft` declare one, as it would on a GPU cluster.
+
+The fault: every attempt of the `base_model` job is cancelled with scancel a few seconds into
+its run, so the first invocation fails after the profile's retry; the same command then
+completes, rerunning only what did not finish.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+from snakemake_runs import overlay
+
+pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+
+KILLED_RULE = "base_model"
+GPU_RULE = "sft"
+PIPELINE_TIMEOUT_S = 40 * 60
+
+
+def slurm(*args: str) -> str:
+    return subprocess.run(list(args), check=True, capture_output=True, text=True, timeout=60).stdout
+
+
+def running_jobs_of(rule: str) -> list[tuple[str, int]]:
+    """(Slurm job id, seconds running) of the running jobs the plugin submitted for ``rule``."""
+    jobs = []
+    for line in slurm("squeue", "-h", "-t", "RUNNING", "-o", "%i|%k|%M").splitlines():
+        job_id, comment, elapsed = line.split("|")
+        if comment == f"rule_{rule}":
+            minutes, _, seconds = elapsed.rpartition(":")
+            jobs.append((job_id, int(minutes or 0) * 60 + int(seconds)))
+    return jobs
+
+
+def run_profile(config: str, log: Path, cancel_rule: str | None = None) -> tuple[int, list[str]]:
+    """`snakemake --profile slurm` as a user types it; optionally cancel every attempt of one rule's job."""
+    cancelled: list[str] = []
+    with log.open("w") as out:
+        process = subprocess.Popen(["snakemake", "--profile", "slurm", "--configfile", config], cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + PIPELINE_TIMEOUT_S
+        while process.poll() is None:
+            if time.monotonic() > deadline:
+                process.kill()
+                raise AssertionError(f"snakemake --profile slurm still running after {PIPELINE_TIMEOUT_S} s; see {log}")
+            for job_id, seconds in running_jobs_of(cancel_rule) if cancel_rule else []:
+                if seconds >= 5 and job_id not in cancelled:
+                    slurm("scancel", job_id)
+                    cancelled.append(job_id)
+            time.sleep(1)
+    return process.returncode, cancelled
+
+
+def rule_of(comment: str) -> str:
+    """The rule of a job from the comment the plugin gives it (rule_NAME or rule_NAME_wildcards_...)."""
+    return comment.removeprefix("rule_").split("_wildcards_")[0]
+
+
+def executed_rules(log: Path) -> set[str]:
+    return set(re.findall(r"^rule (\w+):", log.read_text(), re.MULTILINE))
+
+
+@pytest.fixture(scope="module")
+def slurm_runs(tmp_path_factory) -> dict:
+    try:
+        slurm("sinfo", "-h")
+    except (OSError, subprocess.CalledProcessError) as error:
+        pytest.fail(f"no Slurm cluster answers ({error}): start one with tests/cluster/slurm-cluster start")
+    directory = tmp_path_factory.mktemp("slurm")
+    config = overlay(directory, {"resources": {GPU_RULE: {"gpu": 1}}})
+    submitted_after = time.strftime("%Y-%m-%dT%H:%M:%S")
+    started = time.monotonic()
+    first_rc, cancelled = run_profile(config, directory / "first.log", cancel_rule=KILLED_RULE)
+    first_outputs = {path: path.stat().st_mtime for path in (directory / "results").rglob("*.parquet")}
+    second_rc, _ = run_profile(config, directory / "rerun.log")
+    wall_s = time.monotonic() - started
+    print(f"slurm: embedded default through --profile slurm in {wall_s:.0f} s (both invocations, {len(cancelled)} jobs cancelled)")
+    accounting = slurm("sacct", "-X", "-P", "-n", "-S", submitted_after, "-o", "JobID,Comment,Partition,State,ReqTRES")
+    return {
+        "dir": directory, "first_rc": first_rc, "second_rc": second_rc, "cancelled": cancelled,
+        "first_outputs": first_outputs, "jobs": [line.split("|") for line in accounting.splitlines()],
+    }
+
+
+def test_a_cancelled_job_fails_the_run_after_its_retry(slurm_runs):
+    assert slurm_runs["first_rc"] != 0
+    assert len(slurm_runs["cancelled"]) == 2, slurm_runs["cancelled"]  # the first attempt and the profile's one retry
+    states = {job_id: state for job_id, _, _, state, _ in slurm_runs["jobs"]}
+    assert all(states[job_id].startswith("CANCELLED") for job_id in slurm_runs["cancelled"]), states
+    assert not (slurm_runs["dir"] / "results/models/base/config.json").exists()
+
+
+def test_the_same_command_completes_and_reuses_what_finished(slurm_runs):
+    assert slurm_runs["second_rc"] == 0, (slurm_runs["dir"] / "rerun.log").read_text()[-3000:]
+    finished_first = executed_rules(slurm_runs["dir"] / "first.log") - {KILLED_RULE}
+    rerun = executed_rules(slurm_runs["dir"] / "rerun.log")
+    assert KILLED_RULE in rerun and "demo_corpus" in finished_first
+    assert not finished_first & rerun - {"all"}, finished_first & rerun
+    for path, mtime in slurm_runs["first_outputs"].items():
+        assert path.stat().st_mtime == mtime, f"{path} was rewritten by the rerun"
+    assert (slurm_runs["dir"] / "results/tables/table1_weighted_f1.csv").is_file()
+
+
+def test_every_rule_ran_as_a_slurm_job(slurm_runs):
+    """Accounting (sacct) holds a completed job for every rule of the pipeline."""
+    completed = {rule_of(comment) for _, comment, _, state, _ in slurm_runs["jobs"] if state == "COMPLETED"}
+    assert {"demo_corpus", "ingest", "instruct", "predict_rule", "bert_train", "base_model", "sft", "predict_llm",
+            "preferences", "reward_model", "rl_policy", "evaluate", "significance", "figures"} <= completed, completed
+
+
+def test_the_gpu_rule_asked_slurm_for_a_gpu_and_got_the_gpu_partition(slurm_runs):
+    for _, comment, partition, _, requested in slurm_runs["jobs"]:
+        if rule_of(comment) == GPU_RULE:
+            assert "gres/gpu=1" in requested and partition == "gpu", (partition, requested)
+        elif comment:
+            assert "gres/gpu" not in requested and partition == "cpu", (comment, partition, requested)

@@ -1,4 +1,5 @@
 SPLITS = ["train", "validate", "test"]
+RL_ALGORITHMS = ["ppo", "grpo", "rloo"]
 
 
 def results(path):
@@ -69,3 +70,19 @@ def preference_settings():
         "seed",
     ]
     return {key: config["rlhf"][key] for key in keys}
+
+
+def rl_rewards(algorithm):
+    """PPO learns from the reward model; GRPO and RLOO from the rewards in rlhf.rewards."""
+    return ["learned"] if algorithm == "ppo" else config["rlhf"]["rewards"]
+
+
+def rl_policy_inputs(wildcards):
+    """The SFT policy, the prompts, and what the algorithm's rewards need."""
+    inputs = {"sft": rules.sft.output[0], "reports": rules.ingest.output.reports}
+    rewards = rl_rewards(wildcards.algorithm)
+    if "learned" in rewards:
+        inputs["reward"] = rules.reward_model.output[0]
+    if "verifiable" in rewards:
+        inputs["expert"] = rules.ingest.output.gold
+    return inputs

@@ -62,7 +62,7 @@ rule predict_llm:
     benchmark:
         bench("predict_{labeler}")
     wildcard_constraints:
-        labeler="sft|ppo",
+        labeler="|".join(["sft", *RL_ALGORITHMS]),
     conda:
         "../envs/train.yaml"
     threads: resources_of("predict_llm")["threads"]

@@ -50,27 +50,28 @@ rule reward_model:
         "../workflow/scripts/reward_model.py"
 
 
-rule ppo:
-    """PPO of the SFT policy against the reward model, KL-penalised to the SFT reference."""
+rule rl_policy:
+    """RL of the SFT policy, KL-penalised to it: PPO with the reward model (paper 2), or GRPO/RLOO."""
     input:
-        sft=rules.sft.output[0],
-        reward=rules.reward_model.output[0],
-        reports=rules.ingest.output.reports,
+        unpack(rl_policy_inputs),
     output:
-        directory(results("models/ppo")),
+        directory(results("models/{algorithm}")),
     log:
-        logs("ppo"),
+        logs("{algorithm}"),
     benchmark:
-        bench("ppo")
+        bench("{algorithm}")
+    wildcard_constraints:
+        algorithm="|".join(RL_ALGORITHMS),
     conda:
         "../envs/train.yaml"
-    threads: resources_of("ppo")["threads"]
+    threads: resources_of("rl_policy")["threads"]
     resources:
-        mem_mb=resources_of("ppo")["mem_mb"],
-        runtime=resources_of("ppo")["runtime"],
-        gpu=resources_of("ppo")["gpu"],
+        mem_mb=resources_of("rl_policy")["mem_mb"],
+        runtime=resources_of("rl_policy")["runtime"],
+        gpu=resources_of("rl_policy")["gpu"],
     params:
-        settings=config["rlhf"]["ppo"],
+        settings=lambda wildcards: config["rlhf"][wildcards.algorithm],
+        rewards=lambda wildcards: rl_rewards(wildcards.algorithm),
         prompt_split=config["rlhf"]["prompt_split"],
     script:
-        "../workflow/scripts/ppo.py"
+        "../workflow/scripts/rl_policy.py"

@@ -7,11 +7,14 @@ import logging
 
 import polars as pl
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from cxrlabel.instruct import build_prompt, serialize_labels
 from cxrlabel.labelers.llm import LLMLabeler, write_llm_settings
 from cxrlabel.observations import OBSERVATIONS
 from cxrlabel.training.base_model import OfflineModelError, TinyModelSpec, build_base_model, resolve_model_path
+from cxrlabel.training.rlhf import gold_agreement_reward, run_group_rl, sequence_classifier
 from cxrlabel.training.sft import run_sft
 
 REPORTS = ["No pneumothorax.", "Small left pleural effusion.", "Heart size is normal.", "Possible pneumonia."] * 4
@@ -59,3 +62,31 @@ def test_batched_generation_equals_one_at_a_time_and_long_reports_are_flagged(ba
     results = labeler.label_batch(["No pneumothorax.", "Small left pleural effusion. " * 40])
     assert [r.truncated for r in results] == [False, True]
     assert all(set(r.labels) == set(OBSERVATIONS) for r in results)
+
+
+def test_gold_agreement_reward_prefers_the_completion_that_agrees_with_the_expert():
+    expert = {"s1": {name: None for name in OBSERVATIONS} | {"Pneumothorax": 0}}
+    reward = gold_agreement_reward(expert, "full", "mentioned")
+    right, wrong, broken = serialize_labels(expert["s1"], "mentioned"), serialize_labels(expert["s1"] | {"Pneumothorax": 1}, "mentioned"), "{not json"
+    scores = reward(prompts=["p"] * 3, completions=[right, wrong, broken], study_id=["s1"] * 3)
+    assert scores[0] == 1.0 and scores[0] > scores[1] > scores[2]
+
+
+@pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
+def test_group_rl_tunes_a_policy_the_labeler_loads(base, tmp_path, algorithm):
+    """A real TRL GRPO/RLOO run (2 steps) with the learned and the verifiable reward together."""
+    write_llm_settings(str(base), "mentioned")
+    reward_dir = tmp_path / "reward"
+    sequence_classifier(str(base), torch.float32).save_pretrained(reward_dir)  # an untrained head: a real, if arbitrary, reward
+    AutoTokenizer.from_pretrained(base).save_pretrained(reward_dir)
+    ids = [f"s{i}" for i in range(4)]
+    reports = pl.DataFrame({"study_id": ids, "text": REPORTS[:4]})
+    expert = pl.DataFrame({"study_id": ids} | {name: pl.Series([0 if name == "Pneumothorax" else None] * 4, dtype=pl.Int8) for name in OBSERVATIONS})
+    settings = {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 12, "beta": 0.05,
+                "learning_rate": 1e-2, "bf16": False, "gradient_checkpointing": False, "use_cpu": True, "seed": 0, "logging_steps": 1}
+    out = tmp_path / algorithm
+    run_group_rl(algorithm, str(base), reports, str(out), settings, threads=1, reward_dir=str(reward_dir), expert=expert, kind="full")
+    before = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(out).state_dict()
+    assert any(not torch.equal(before[name], after[name]) for name in before)  # the policy moved
+    assert len(LLMLabeler(str(out), max_new_tokens=12).label_batch(REPORTS[:2])) == 2

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from cxrlabel.instruct import CompletionFormat, build_prompt, parse_completion
 from cxrlabel.labelers import Labeled
@@ -32,17 +32,35 @@ def write_llm_settings(model_dir: str, fmt: CompletionFormat) -> None:
     (Path(model_dir) / SETTINGS_FILE).write_text(json.dumps({"format": fmt}) + "\n")
 
 
+def fit_prompt(tokenizer: PreTrainedTokenizerBase, text: str, fmt: CompletionFormat, budget: int) -> tuple[list[int], bool]:
+    """Token ids of the prompt for ``text`` in at most ``budget`` tokens (the context less the
+    answer's room), and whether the report had to lose its beginning (not its impression) to fit."""
+    ids = tokenizer(build_prompt(text, fmt))["input_ids"]
+    if len(ids) <= budget:
+        return ids, False
+    report = tokenizer(text)["input_ids"]
+    keep = max(0, len(report) - (len(ids) - budget) - 8)  # a margin for re-tokenisation at the cut
+    shortened = tokenizer.decode(report[len(report) - keep :])
+    return tokenizer(build_prompt(shortened, fmt))["input_ids"][-budget:], True
+
+
+def read_llm_settings(model_dir: str) -> dict:
+    path = Path(model_dir) / SETTINGS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{model_dir}: not a cxrlabel LLM labeler (no {SETTINGS_FILE}); train one with the sft rule")
+    return json.loads(path.read_text())
+
+
 class LLMLabeler:
     """A fine-tuned causal LM (SFT or RLHF policy) loaded from its folder."""
 
     def __init__(self, model_dir: str, name: str = "llm", batch_size: int = 32, max_new_tokens: int = 128, threads: int | None = None) -> None:
         path = Path(model_dir)
-        if not (path / SETTINGS_FILE).is_file():
-            raise FileNotFoundError(f"{model_dir}: not a cxrlabel LLM labeler (no {SETTINGS_FILE}); train one with the sft rule")
+        settings = read_llm_settings(model_dir)
         if threads:
             torch.set_num_threads(threads)
         self.name = name
-        self.format: CompletionFormat = json.loads((path / SETTINGS_FILE).read_text())["format"]
+        self.format: CompletionFormat = settings["format"]
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         self.model = AutoModelForCausalLM.from_pretrained(path)
         self.model.eval()
@@ -52,14 +70,7 @@ class LLMLabeler:
 
     def prompt_ids(self, text: str) -> tuple[list[int], bool]:
         """Token ids of the prompt for ``text``, and whether the report had to lose its beginning to fit."""
-        ids = self.tokenizer(build_prompt(text, self.format))["input_ids"]
-        budget = self.context - self.max_new_tokens
-        if len(ids) <= budget:
-            return ids, False
-        report = self.tokenizer(text)["input_ids"]
-        keep = max(0, len(report) - (len(ids) - budget) - 8)  # a margin for re-tokenisation at the cut
-        shortened = self.tokenizer.decode(report[len(report) - keep :])
-        return self.tokenizer(build_prompt(shortened, self.format))["input_ids"][-budget:], True
+        return fit_prompt(self.tokenizer, text, self.format, self.context - self.max_new_tokens)
 
     def generate(self, prompts: Sequence[list[int]]) -> list[str]:
         """Greedy completions of token-id prompts."""

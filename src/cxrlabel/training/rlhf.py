@@ -1,4 +1,4 @@
-"""RLHF after SFT: a reward model on the preference set, then PPO against it (paper 2).
+"""RLHF after SFT: a reward model on the preference set, then PPO against it (paper 2), or GRPO/RLOO.
 
 - Reward model: TRL's RewardTrainer (pairwise loss -log sigmoid(r(chosen) - r(rejected))),
   initialised from the SFT model with a one-output sequence-classification head. Pairs are
@@ -6,6 +6,9 @@
 - PPO: trl.experimental.ppo (trl 1.12, the last release with PPO): the SFT model as policy and
   as frozen reference (KL penalty), the reward model as reward, a value model initialised from
   the reward model.
+- GRPO / RLOO (TRL's maintained trainers): the same SFT start and KL to it, rewarded by the
+  reward model, by agreement with the expert labels (a verifiable reward), or by both.
+- Prompts are cut to the context exactly as the LLM labeler cuts them at inference.
 """
 
 from __future__ import annotations
@@ -13,13 +16,25 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PreTrainedTokenizerBase,
+)
+
+from cxrlabel.instruct import CompletionFormat
+from cxrlabel.io.labels import LabelKind, read_labels
+from cxrlabel.labelers.llm import fit_prompt, read_llm_settings, write_llm_settings
+from cxrlabel.observations import OBSERVATIONS
+from cxrlabel.training.preferences import Labels, agreement
 
 log = logging.getLogger(__name__)
 
@@ -68,26 +83,93 @@ def train_reward_model(sft_dir: str, preferences_path: str, out_dir: str, settin
     return metrics
 
 
+def fitted_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], fmt: CompletionFormat, context: int, answer_room: int) -> list[list[int]]:
+    """Prompt token ids of the reports, cut to the context exactly as the LLM labeler cuts them at inference."""
+    fitted = [fit_prompt(tokenizer, text, fmt, context - answer_room) for text in texts]
+    cut = sum(truncated for _, truncated in fitted)
+    log.info("%d prompts; %d (%.1f%%) lost their beginning to fit the context of %d tokens", len(fitted), cut, 100 * cut / max(len(fitted), 1), context)
+    return [ids for ids, _ in fitted]
+
+
 def run_ppo(sft_dir: str, reward_dir: str, reports: pl.DataFrame, out_dir: str, settings: dict[str, Any], threads: int) -> None:
     """PPO of the SFT policy against the reward model, on the prompts of ``reports``; saves the policy."""
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    from cxrlabel.instruct import build_prompt
-    from cxrlabel.labelers.llm import SETTINGS_FILE, write_llm_settings
-
     torch.set_num_threads(threads)
-    fmt = json.loads((Path(sft_dir) / SETTINGS_FILE).read_text())["format"]
+    fmt = read_llm_settings(sft_dir)["format"]
     tokenizer = AutoTokenizer.from_pretrained(sft_dir, padding_side="left")
     dtype = torch.bfloat16 if settings.get("bf16") else torch.float32
     policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
     reference = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
     reward = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1, dtype=dtype)
     value = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1, dtype=dtype)
-    prompts = [tokenizer(build_prompt(text, fmt))["input_ids"] for text in reports["text"]]
-    dataset = Dataset.from_dict({"input_ids": prompts})
+    prompts = fitted_prompts(tokenizer, reports["text"].to_list(), fmt, policy.config.max_position_embeddings, settings["response_length"])
     config = PPOConfig(output_dir=str(Path(out_dir) / "checkpoints"), report_to="none", save_strategy="no", stop_token="eos", num_sample_generations=0, **settings)
-    trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward, value_model=value, train_dataset=dataset)
+    trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward, value_model=value, train_dataset=Dataset.from_dict({"input_ids": prompts}))
     trainer.train()
-    trainer.save_model(out_dir)  # the policy alone, without the value head
+    save_policy(trainer, tokenizer, out_dir, fmt)  # the policy alone, without the value head
+
+
+def gold_agreement_reward(expert: dict[str, Labels], kind: LabelKind, fmt: CompletionFormat) -> Callable[..., list[float]]:
+    """The verifiable reward: a completion's agreement with the expert labels of its report
+    (:func:`~cxrlabel.training.preferences.agreement`), per observation, so about -1 to 1."""
+
+    def gold_agreement(prompts: list[str], completions: list[str], study_id: list[str], **_: Any) -> list[float]:
+        return [agreement(completion, expert[study], kind, fmt) / len(OBSERVATIONS) for completion, study in zip(completions, study_id)]
+
+    return gold_agreement
+
+
+def run_group_rl(algorithm: str, sft_dir: str, reports: pl.DataFrame, out_dir: str, settings: dict[str, Any], threads: int,
+                 reward_dir: str | None = None, expert: pl.DataFrame | None = None, kind: LabelKind = "full") -> None:
+    """GRPO or RLOO (TRL's maintained online methods: a group of sampled completions per prompt,
+    advantages relative to the group, no value model) of the SFT policy, rewarded by the learned
+    reward model (``reward_dir``), the verifiable gold-agreement reward (``expert``), or the sum of both."""
+    from trl import GRPOConfig, GRPOTrainer, RLOOConfig, RLOOTrainer
+
+    config_class, trainer_class = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}[algorithm]
+    if reward_dir is None and expert is None:
+        raise ValueError(f"{algorithm}: no reward: give the learned reward model, the expert labels, or both")
+    torch.set_num_threads(threads)
+    fmt = read_llm_settings(sft_dir)["format"]
+    tokenizer = AutoTokenizer.from_pretrained(sft_dir, padding_side="left")
+    dtype = torch.bfloat16 if settings.get("bf16") else torch.float32
+    policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
+    reward_funcs: list[Any] = []
+    if reward_dir is not None:
+        reward_funcs.append(AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1, dtype=dtype))
+    if expert is not None:
+        reports = reports.join(expert.select("study_id"), on="study_id", how="semi", maintain_order="left")
+        if reports.height == 0:
+            raise ValueError(f"{algorithm}: the verifiable reward needs expert labels, and no report of the prompt split has them")
+        labels = {row["study_id"]: {name: row[name] for name in OBSERVATIONS} for row in expert.iter_rows(named=True)}
+        reward_funcs.append(gold_agreement_reward(labels, kind, fmt))
+    prompts = fitted_prompts(tokenizer, reports["text"].to_list(), fmt, policy.config.max_position_embeddings, settings["max_completion_length"])
+    dataset = Dataset.from_dict({"prompt": tokenizer.batch_decode(prompts), "study_id": reports["study_id"].to_list()})
+    config = config_class(output_dir=str(Path(out_dir) / "checkpoints"), report_to="none", save_strategy="no", **settings)
+    trainer = trainer_class(model=policy, reward_funcs=reward_funcs, args=config, train_dataset=dataset, processing_class=tokenizer)
+    trainer.train()
+    save_policy(trainer, tokenizer, out_dir, fmt)
+
+
+def save_policy(trainer: Any, tokenizer: PreTrainedTokenizerBase, out_dir: str, fmt: CompletionFormat) -> None:
+    """The tuned policy as a standard HF folder that the LLM labeler loads."""
+    trainer.save_model(out_dir)
     tokenizer.save_pretrained(out_dir)
     write_llm_settings(out_dir, fmt)
+
+
+def train_rl_policy(algorithm: str, inputs: dict[str, str], out_dir: str, settings: dict[str, Any], rewards: list[str], prompt_split: str, threads: int) -> None:
+    """The ``rl_policy`` rule: ``algorithm`` (ppo, grpo or rloo) on the reports of ``prompt_split``.
+
+    ``inputs``: ``sft``, ``reports``, and ``reward`` (the reward model) for the learned reward,
+    ``expert`` (expert labels) for the verifiable one.
+    """
+    reports = pl.read_parquet(inputs["reports"]).filter(pl.col("split") == prompt_split)
+    log.info("%s on %d prompts of the %s split, rewards: %s", algorithm, reports.height, prompt_split, ", ".join(rewards))
+    if algorithm == "ppo":
+        run_ppo(inputs["sft"], inputs["reward"], reports, out_dir, settings, threads)
+        return
+    expert, kind = read_labels(inputs["expert"]) if "verifiable" in rewards else (None, "full")
+    reward_dir = inputs["reward"] if "learned" in rewards else None
+    run_group_rl(algorithm, inputs["sft"], reports, out_dir, settings, threads, reward_dir=reward_dir, expert=expert, kind=kind)

@@ -2,6 +2,9 @@
 
 usage: python benchmarks/llm_inference.py MODEL_DIR REPORTS_PARQUET [N_REPORTS]
 "One at a time" is the loop a user would write first: tokenize one prompt, generate, decode.
+"Compute floor" is no generation at all: one forward pass over the exact prompt + answer tokens
+of every report (the batched outputs), one report per pass, which any decoder must at least
+spend; naive time / floor bounds the speed-up any batching can reach on this CPU.
 Peak memory (max RSS) is read from the OS after each mode.
 """
 
@@ -41,13 +44,24 @@ def batched() -> list[str]:
     return labeler.generate([labeler.prompt_ids(text)[0] for text in texts])
 
 
+@torch.inference_mode()
+def floor(answers: list[str]) -> None:
+    for text, answer in zip(texts, answers):
+        ids = labeler.prompt_ids(text)[0] + labeler.tokenizer(answer)["input_ids"] + [labeler.tokenizer.eos_token_id]
+        labeler.model(input_ids=torch.tensor([ids]), logits_to_keep=1)
+
+
 results = {}
-for name, run in (("one report at a time", naive), ("batched (32, left padding, KV cache)", batched)):
+for name, run in (("one report at a time", naive), ("batched (32, token budget, left padding, KV cache)", batched)):
     start = time.perf_counter()
     outputs = run()
     seconds = time.perf_counter() - start
     tokens = sum(len(labeler.tokenizer(o)["input_ids"]) for o in outputs)
     results[name] = outputs
     print(f"| {name} | {len(texts)} | {seconds:.1f} | {len(texts) / seconds:.1f} | {tokens / len(texts):.1f} | {peak_mb():.0f} |")
+start = time.perf_counter()
+floor(outputs)
+seconds = time.perf_counter() - start
+print(f"| compute floor (one forward over prompt + answer, no generation) | {len(texts)} | {seconds:.1f} | {len(texts) / seconds:.1f} | | {peak_mb():.0f} |")
 same = sum(a == b for a, b in zip(*results.values()))
 print(f"identical outputs: {same}/{len(texts)}")

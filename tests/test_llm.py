@@ -90,3 +90,13 @@ def test_group_rl_tunes_a_policy_the_labeler_loads(base, tmp_path, algorithm):
     after = AutoModelForCausalLM.from_pretrained(out).state_dict()
     assert any(not torch.equal(before[name], after[name]) for name in before)  # the policy moved
     assert len(LLMLabeler(str(out), max_new_tokens=12).label_batch(REPORTS[:2])) == 2
+
+
+def test_batches_cover_every_prompt_once_and_long_prompts_do_not_pad_short_ones(base):
+    write_llm_settings(str(base), "mentioned")
+    labeler = LLMLabeler(str(base), batch_size=4)
+    lengths = [10, 12, 11, 10, 13, 12, 200, 11, 90]
+    batches = labeler.batches(lengths)
+    assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
+    assert all(len(batch) <= 4 and len(batch) * max(lengths[i] for i in batch) <= 4 * 12 or len(batch) == 1 for batch in batches)
+    assert [6] in batches and [8] in batches  # the long ones alone

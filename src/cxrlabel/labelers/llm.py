@@ -1,6 +1,7 @@
 """The LLM labeler: batched greedy decoding of a fine-tuned causal LM, parsed by the instruction module.
 
-- Batches of similar prompt length, left padding, KV cache, greedy decoding, stop at EOS.
+- Batches of similar prompt length under a padded-token budget, left padding, KV cache, greedy
+  decoding, stop at EOS.
 - A report whose prompt would not fit the model's context (with room for the answer) keeps
   its end (the impression) and loses its beginning; it is counted (``truncated``), never cut
   silently.
@@ -84,12 +85,10 @@ class LLMLabeler:
     @torch.inference_mode()
     def _generate(self, prompts: Sequence[list[int]], options: dict) -> list[list[str]]:
         """Completions of token-id prompts, batched by similar length, left-padded, with KV cache."""
-        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         outputs: list[list[str]] = [[] for _ in prompts]
         pad = self.tokenizer.pad_token_id
         per_prompt = options.get("num_return_sequences", 1)
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+        for batch in self.batches([len(p) for p in prompts]):
             width = max(len(prompts[i]) for i in batch)
             input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
             attention = torch.zeros((len(batch), width), dtype=torch.long)
@@ -109,6 +108,20 @@ class LLMLabeler:
             for row, i in enumerate(batch):
                 outputs[i] = texts[row * per_prompt : (row + 1) * per_prompt]
         return outputs
+
+    def batches(self, lengths: Sequence[int]) -> list[list[int]]:
+        """Indices of prompts in batches of similar length: at most ``batch_size`` prompts, and at
+        most ``batch_size`` x (the median length) padded prompt tokens, so that a few very long
+        reports get small batches of their own instead of padding 32 short ones to their length."""
+        order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+        budget = self.batch_size * (lengths[order[len(order) // 2]] if order else 0)
+        batches: list[list[int]] = []
+        for i in order:  # ascending length: the newest prompt is the batch's longest
+            if batches and len(batches[-1]) < self.batch_size and (len(batches[-1]) + 1) * lengths[i] <= budget:
+                batches[-1].append(i)
+            else:
+                batches.append([i])
+        return batches
 
     def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
         prompts, truncated = zip(*(self.prompt_ids(text) for text in texts)) if texts else ((), ())

@@ -3,8 +3,8 @@
 usage: python benchmarks/llm_inference.py MODEL_DIR REPORTS_PARQUET [N_REPORTS]
 "One at a time" is the loop a user would write first: tokenize one prompt, generate, decode.
 "Compute floor" is no generation at all: one forward pass over the exact prompt + answer tokens
-of every report (the batched outputs), one report per pass, which any decoder must at least
-spend; naive time / floor bounds the speed-up any batching can reach on this CPU.
+of every report (the batched outputs), batched like the labeler's prompts. Any decoder must at
+least spend that, so naive time / floor bounds the speed-up any batching can reach on this CPU.
 Peak memory (max RSS) is read from the OS after each mode.
 """
 
@@ -46,9 +46,12 @@ def batched() -> list[str]:
 
 @torch.inference_mode()
 def floor(answers: list[str]) -> None:
-    for text, answer in zip(texts, answers):
-        ids = labeler.prompt_ids(text)[0] + labeler.tokenizer(answer)["input_ids"] + [labeler.tokenizer.eos_token_id]
-        labeler.model(input_ids=torch.tensor([ids]), logits_to_keep=1)
+    sequences = [labeler.prompt_ids(text)[0] + labeler.tokenizer(answer)["input_ids"] + [labeler.tokenizer.eos_token_id] for text, answer in zip(texts, answers)]
+    for batch in labeler.batches([len(s) for s in sequences]):
+        width = max(len(sequences[i]) for i in batch)
+        ids = torch.tensor([[labeler.tokenizer.pad_token_id] * (width - len(sequences[i])) + sequences[i] for i in batch])
+        mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(sequences[i]) for i in batch])[:, None]).long()
+        labeler.model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
 
 
 results = {}
@@ -62,6 +65,6 @@ for name, run in (("one report at a time", naive), ("batched (32, token budget, 
 start = time.perf_counter()
 floor(outputs)
 seconds = time.perf_counter() - start
-print(f"| compute floor (one forward over prompt + answer, no generation) | {len(texts)} | {seconds:.1f} | {len(texts) / seconds:.1f} | | {peak_mb():.0f} |")
+print(f"| compute floor (batched forward over prompt + answer, no generation) | {len(texts)} | {seconds:.1f} | {len(texts) / seconds:.1f} | | {peak_mb():.0f} |")
 same = sum(a == b for a, b in zip(*results.values()))
 print(f"identical outputs: {same}/{len(texts)}")

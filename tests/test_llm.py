@@ -8,13 +8,13 @@ import logging
 import polars as pl
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from cxrlabel.instruct import build_prompt, serialize_labels
 from cxrlabel.labelers.llm import LLMLabeler, write_llm_settings
 from cxrlabel.observations import OBSERVATIONS
 from cxrlabel.training.base_model import OfflineModelError, TinyModelSpec, build_base_model, resolve_model_path
-from cxrlabel.training.rlhf import gold_agreement_reward, run_group_rl, sequence_classifier
+from cxrlabel.training.rlhf import gold_agreement_reward, run_group_rl, sequence_classifier, train_reward_model
 from cxrlabel.training.sft import run_sft
 
 REPORTS = ["No pneumothorax.", "Small left pleural effusion.", "Heart size is normal.", "Possible pneumonia."] * 4
@@ -100,3 +100,18 @@ def test_batches_cover_every_prompt_once_and_long_prompts_do_not_pad_short_ones(
     assert sorted(i for batch in batches for i in batch) == list(range(len(lengths)))
     assert all(len(batch) <= 4 and len(batch) * max(lengths[i] for i in batch) <= 4 * 12 or len(batch) == 1 for batch in batches)
     assert [6] in batches and [8] in batches  # the long ones alone
+
+
+def test_reward_model_training_is_deterministic(base, tmp_path):
+    """Same pairs, same seed, same reward model (its new score head included)."""
+    write_llm_settings(str(base), "mentioned")
+    prompts = [build_prompt(r, "mentioned") for r in REPORTS[:4]]
+    good, bad = serialize_labels({"Pneumothorax": 0}, "mentioned"), serialize_labels({"Pneumothorax": 1}, "mentioned")
+    pairs = pl.DataFrame({"study_id": [f"s{i}" for i in range(12)], "prompt": prompts * 3, "chosen": [good] * 12, "rejected": [bad] * 12})
+    pairs.write_parquet(tmp_path / "pairs.parquet")
+    settings = {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "bf16": False, "gradient_checkpointing": False, "use_cpu": True, "seed": 0, "max_length": 128}
+    weights = []
+    for run in ("a", "b"):
+        train_reward_model(str(base), str(tmp_path / "pairs.parquet"), str(tmp_path / run), settings, held_out_fraction=0.3, threads=1)
+        weights.append(AutoModelForSequenceClassification.from_pretrained(tmp_path / run).state_dict())
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])

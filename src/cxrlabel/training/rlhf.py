@@ -28,6 +28,7 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedTokenizerBase,
+    set_seed,
 )
 
 from cxrlabel.instruct import CompletionFormat
@@ -65,6 +66,7 @@ def train_reward_model(sft_dir: str, preferences_path: str, out_dir: str, settin
         raise ValueError(f"{preferences_path}: {pairs.height} pairs leave no training or no held-out pairs")
     columns = ["prompt", "chosen", "rejected"]
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
+    set_seed(settings.get("seed", 0))  # the new score head is drawn now, before the trainer seeds anything
     model = sequence_classifier(sft_dir, torch.bfloat16 if settings.get("bf16") else torch.float32)
     trainer = RewardTrainer(
         model=model,

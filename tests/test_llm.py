@@ -14,7 +14,7 @@ from cxrlabel.instruct import build_prompt, serialize_labels
 from cxrlabel.labelers.llm import LLMLabeler, write_llm_settings
 from cxrlabel.observations import OBSERVATIONS
 from cxrlabel.training.base_model import OfflineModelError, TinyModelSpec, build_base_model, resolve_model_path
-from cxrlabel.training.rlhf import gold_agreement_reward, run_group_rl, sequence_classifier, train_reward_model
+from cxrlabel.training.rlhf import gold_agreement_reward, run_group_rl, run_ppo, sequence_classifier, train_reward_model
 from cxrlabel.training.sft import run_sft
 
 REPORTS = ["No pneumothorax.", "Small left pleural effusion.", "Heart size is normal.", "Possible pneumonia."] * 4
@@ -115,3 +115,20 @@ def test_reward_model_training_is_deterministic(base, tmp_path):
         train_reward_model(str(base), str(tmp_path / "pairs.parquet"), str(tmp_path / run), settings, held_out_fraction=0.3, threads=1)
         weights.append(AutoModelForSequenceClassification.from_pretrained(tmp_path / run).state_dict())
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+def test_ppo_tunes_a_policy_the_labeler_loads(base, tmp_path):
+    """A real trl.experimental.ppo run (2 updates): reward model, value model, KL to the reference."""
+    write_llm_settings(str(base), "mentioned")
+    reward_dir = tmp_path / "reward"
+    sequence_classifier(str(base), torch.float32).save_pretrained(reward_dir)
+    AutoTokenizer.from_pretrained(base).save_pretrained(reward_dir)
+    reports = pl.DataFrame({"study_id": [f"s{i}" for i in range(4)], "text": REPORTS[:4]})
+    settings = {"total_episodes": 4, "per_device_train_batch_size": 2, "num_mini_batches": 1, "num_ppo_epochs": 1,
+                "local_rollout_forward_batch_size": 2, "response_length": 12, "temperature": 0.7, "kl_coef": 0.05,
+                "learning_rate": 1e-2, "bf16": False, "gradient_checkpointing": False, "seed": 0, "use_cpu": True}
+    run_ppo(str(base), str(reward_dir), reports, str(tmp_path / "ppo"), settings, threads=1)
+    before = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(tmp_path / "ppo").state_dict()
+    assert any(not torch.equal(before[name], after[name]) for name in before)
+    assert len(LLMLabeler(str(tmp_path / "ppo"), max_new_tokens=12).label_batch(REPORTS[:2])) == 2

@@ -93,15 +93,19 @@ def fitted_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], fmt: Co
     return [ids for ids, _ in fitted]
 
 
+def load_policy(sft_dir: str, settings: dict[str, Any], threads: int) -> tuple[AutoModelForCausalLM, PreTrainedTokenizerBase, CompletionFormat, torch.dtype]:
+    """The SFT model to tune (bf16 when the RL settings ask for it), its tokenizer and completion format."""
+    torch.set_num_threads(threads)
+    dtype = torch.bfloat16 if settings.get("bf16") else torch.float32
+    policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
+    return policy, AutoTokenizer.from_pretrained(sft_dir, padding_side="left"), read_llm_settings(sft_dir)["format"], dtype
+
+
 def run_ppo(sft_dir: str, reward_dir: str, reports: pl.DataFrame, out_dir: str, settings: dict[str, Any], threads: int) -> None:
     """PPO of the SFT policy against the reward model, on the prompts of ``reports``; saves the policy."""
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    torch.set_num_threads(threads)
-    fmt = read_llm_settings(sft_dir)["format"]
-    tokenizer = AutoTokenizer.from_pretrained(sft_dir, padding_side="left")
-    dtype = torch.bfloat16 if settings.get("bf16") else torch.float32
-    policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
+    policy, tokenizer, fmt, dtype = load_policy(sft_dir, settings, threads)
     reference = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
     reward = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1, dtype=dtype)
     value = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1, dtype=dtype)
@@ -132,11 +136,7 @@ def run_group_rl(algorithm: str, sft_dir: str, reports: pl.DataFrame, out_dir: s
     config_class, trainer_class = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}[algorithm]
     if reward_dir is None and expert is None:
         raise ValueError(f"{algorithm}: no reward: give the learned reward model, the expert labels, or both")
-    torch.set_num_threads(threads)
-    fmt = read_llm_settings(sft_dir)["format"]
-    tokenizer = AutoTokenizer.from_pretrained(sft_dir, padding_side="left")
-    dtype = torch.bfloat16 if settings.get("bf16") else torch.float32
-    policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
+    policy, tokenizer, fmt, dtype = load_policy(sft_dir, settings, threads)
     reward_funcs: list[Any] = []
     if reward_dir is not None:
         reward_funcs.append(AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1, dtype=dtype))

@@ -18,7 +18,7 @@ import polars as pl
 import torch
 
 from cxrlabel.instruct import build_prompt
-from cxrlabel.labelers.llm import LLMLabeler
+from cxrlabel.labelers.llm import LLMLabeler, left_pad
 
 model_dir, reports_path = sys.argv[1], sys.argv[2]
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 128
@@ -48,9 +48,7 @@ def batched() -> list[str]:
 def floor(answers: list[str]) -> None:
     sequences = [labeler.prompt_ids(text)[0] + labeler.tokenizer(answer)["input_ids"] + [labeler.tokenizer.eos_token_id] for text, answer in zip(texts, answers)]
     for batch in labeler.batches([len(s) for s in sequences]):
-        width = max(len(sequences[i]) for i in batch)
-        ids = torch.tensor([[labeler.tokenizer.pad_token_id] * (width - len(sequences[i])) + sequences[i] for i in batch])
-        mask = (torch.arange(width)[None, :] >= torch.tensor([width - len(sequences[i]) for i in batch])[:, None]).long()
+        ids, mask = left_pad([sequences[i] for i in batch], labeler.tokenizer.pad_token_id)
         labeler.model(input_ids=ids, attention_mask=mask, logits_to_keep=1)
 
 

@@ -32,6 +32,15 @@ def base(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def reward_dir(base, tmp_path_factory):
+    """A reward model on the micro model with an untrained head: a real, if arbitrary, reward."""
+    path = tmp_path_factory.mktemp("reward")
+    sequence_classifier(str(base), torch.float32).save_pretrained(path)
+    AutoTokenizer.from_pretrained(base).save_pretrained(path)
+    return path
+
+
 def sft_settings(max_steps: int) -> dict:
     return {"max_steps": max_steps, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "bf16": False, "gradient_checkpointing": False, "save_steps": 2, "logging_steps": 1, "use_cpu": True, "seed": 0, "max_length": 128}
 
@@ -73,12 +82,9 @@ def test_gold_agreement_reward_prefers_the_completion_that_agrees_with_the_exper
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
-def test_group_rl_tunes_a_policy_the_labeler_loads(base, tmp_path, algorithm):
+def test_group_rl_tunes_a_policy_the_labeler_loads(base, reward_dir, tmp_path, algorithm):
     """A real TRL GRPO/RLOO run (2 steps) with the learned and the verifiable reward together."""
     write_llm_settings(str(base), "mentioned")
-    reward_dir = tmp_path / "reward"
-    sequence_classifier(str(base), torch.float32).save_pretrained(reward_dir)  # an untrained head: a real, if arbitrary, reward
-    AutoTokenizer.from_pretrained(base).save_pretrained(reward_dir)
     ids = [f"s{i}" for i in range(4)]
     reports = pl.DataFrame({"study_id": ids, "text": REPORTS[:4]})
     expert = pl.DataFrame({"study_id": ids} | {name: pl.Series([0 if name == "Pneumothorax" else None] * 4, dtype=pl.Int8) for name in OBSERVATIONS})
@@ -117,12 +123,9 @@ def test_reward_model_training_is_deterministic(base, tmp_path):
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
-def test_ppo_tunes_a_policy_the_labeler_loads(base, tmp_path):
+def test_ppo_tunes_a_policy_the_labeler_loads(base, reward_dir, tmp_path):
     """A real trl.experimental.ppo run (2 updates): reward model, value model, KL to the reference."""
     write_llm_settings(str(base), "mentioned")
-    reward_dir = tmp_path / "reward"
-    sequence_classifier(str(base), torch.float32).save_pretrained(reward_dir)
-    AutoTokenizer.from_pretrained(base).save_pretrained(reward_dir)
     reports = pl.DataFrame({"study_id": [f"s{i}" for i in range(4)], "text": REPORTS[:4]})
     settings = {"total_episodes": 4, "per_device_train_batch_size": 2, "num_mini_batches": 1, "num_ppo_epochs": 1,
                 "local_rollout_forward_batch_size": 2, "response_length": 12, "temperature": 0.7, "kl_coef": 0.05,

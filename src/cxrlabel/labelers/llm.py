@@ -45,6 +45,18 @@ def fit_prompt(tokenizer: PreTrainedTokenizerBase, text: str, fmt: CompletionFor
     return tokenizer(build_prompt(shortened, fmt))["input_ids"][-budget:], True
 
 
+def left_pad(sequences: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded on the left to the longest (so that every row ends where generation
+    starts) and the attention mask that hides the padding."""
+    width = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), width), pad, dtype=torch.long)
+    attention = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, width - len(ids) :] = torch.tensor(ids)
+        attention[row, width - len(ids) :] = 1
+    return input_ids, attention
+
+
 def read_llm_settings(model_dir: str) -> dict:
     path = Path(model_dir) / SETTINGS_FILE
     if not path.is_file():
@@ -89,12 +101,8 @@ class LLMLabeler:
         pad = self.tokenizer.pad_token_id
         per_prompt = options.get("num_return_sequences", 1)
         for batch in self.batches([len(p) for p in prompts]):
-            width = max(len(prompts[i]) for i in batch)
-            input_ids = torch.full((len(batch), width), pad, dtype=torch.long)
-            attention = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, i in enumerate(batch):
-                input_ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
-                attention[row, width - len(prompts[i]) :] = 1
+            input_ids, attention = left_pad([prompts[i] for i in batch], pad)
+            width = input_ids.shape[1]
             generated = self.model.generate(
                 input_ids=input_ids,
                 attention_mask=attention,

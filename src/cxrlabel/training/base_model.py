@@ -25,6 +25,11 @@ log = logging.getLogger(__name__)
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 
 
+def weights_dtype(settings: dict) -> torch.dtype:
+    """bf16 weights when a trainer's settings ask for bf16 (GPU configs), fp32 otherwise."""
+    return torch.bfloat16 if settings.get("bf16") else torch.float32
+
+
 @dataclass(frozen=True)
 class TinyModelSpec:
     """Shape and pretraining of a from-scratch model (the embedded default)."""

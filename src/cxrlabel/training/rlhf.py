@@ -35,6 +35,7 @@ from cxrlabel.instruct import CompletionFormat
 from cxrlabel.io.labels import LabelKind, read_labels
 from cxrlabel.labelers.llm import fit_prompt, read_llm_settings, write_llm_settings
 from cxrlabel.observations import OBSERVATIONS
+from cxrlabel.training.base_model import weights_dtype
 from cxrlabel.training.preferences import Labels, agreement
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ def train_reward_model(sft_dir: str, preferences_path: str, out_dir: str, settin
     columns = ["prompt", "chosen", "rejected"]
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
     set_seed(settings.get("seed", 0))  # the new score head is drawn now, before the trainer seeds anything
-    model = sequence_classifier(sft_dir, torch.bfloat16 if settings.get("bf16") else torch.float32)
+    model = sequence_classifier(sft_dir, weights_dtype(settings))
     trainer = RewardTrainer(
         model=model,
         args=RewardConfig(output_dir=str(Path(out_dir) / "checkpoints"), report_to="none", save_strategy="no", **settings),
@@ -96,7 +97,7 @@ def fitted_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], fmt: Co
 def load_policy(sft_dir: str, settings: dict[str, Any], threads: int) -> tuple[AutoModelForCausalLM, PreTrainedTokenizerBase, CompletionFormat, torch.dtype]:
     """The SFT model to tune (bf16 when the RL settings ask for it), its tokenizer and completion format."""
     torch.set_num_threads(threads)
-    dtype = torch.bfloat16 if settings.get("bf16") else torch.float32
+    dtype = weights_dtype(settings)
     policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
     return policy, AutoTokenizer.from_pretrained(sft_dir, padding_side="left"), read_llm_settings(sft_dir)["format"], dtype
 

@@ -19,6 +19,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.trainer_utils import get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
+from cxrlabel.training.base_model import weights_dtype
+
 log = logging.getLogger(__name__)
 
 
@@ -36,7 +38,7 @@ def run_sft(base_dir: str, train_path: str, validate_path: str, out_dir: str, se
     torch.set_num_threads(threads)
     checkpoints = Path(out_dir) / "checkpoints"
     tokenizer = AutoTokenizer.from_pretrained(base_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.bfloat16 if settings.get("bf16") else torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=weights_dtype(settings))
     config = SFTConfig(
         output_dir=str(checkpoints),
         report_to="none",

@@ -34,3 +34,47 @@ def test_label_classes_and_inverse_frequency_weights():
     # counts blank 1, positive 2, negative 1, uncertain 0 -> total / count / 4; unseen class 1
     assert np.allclose(weights, [1.0, 0.5, 1.0, 1.0])
     assert len(class_weights(classes)[OBSERVATIONS.index("No Finding")]) == 2
+
+
+def test_training_keeps_the_epoch_with_the_best_validate_f1_and_stops_after_patience(tmp_path, monkeypatch):
+    """Real training steps on the packaged encoder; the validate F1s are scripted so that the best
+    epoch (2) is neither the first nor the last, and patience 2 stops after epoch 4 of 6."""
+    import torch
+
+    from cxrlabel.labelers import bert
+
+    texts = ["No pneumothorax.", "Small left pleural effusion.", "Mild pulmonary edema.", "Heart size is normal."]
+    labels = pl.DataFrame([{"study_id": str(i), "Edema": int(i == 2)} for i in range(4)], schema=labels_schema())
+    scripted, heads = iter([0.5, 0.7, 0.6, 0.65, 0.9, 0.95]), []
+
+    def validation_f1(model, *_):
+        heads.append({k: v.clone() for k, v in model.heads.state_dict().items()})
+        return next(scripted)
+
+    monkeypatch.setattr(bert, "validation_f1", validation_f1)
+    settings = bert.BertSettings(max_length=32, epochs=6, patience=2, batch_size=2, learning_rate=1e-3, head_learning_rate=1e-2, threads=1)
+    stats = bert.train_bert(packaged_encoder(), (texts, labels), (texts[:2], labels.head(2)), str(tmp_path / "bert"), settings)
+    assert (stats["epochs_run"], stats["best_epoch"], stats["validate_f1"]) == (4, 2, 0.7)
+    saved = bert.BertLabeler(str(tmp_path / "bert")).model.heads.state_dict()
+    assert all(torch.equal(saved[k], heads[1][k]) for k in saved) and not all(torch.equal(saved[k], heads[3][k]) for k in saved)
+
+
+def test_validation_f1_is_the_mean_weighted_f1_against_the_labels():
+    import torch
+    from transformers import AutoModel
+
+    from cxrlabel.labelers.bert import BertLabelerModel, validation_f1
+
+    tokenizer = AutoTokenizer.from_pretrained(packaged_encoder())
+    model = BertLabelerModel(AutoModel.from_pretrained(packaged_encoder()))
+    labels = pl.DataFrame([{"study_id": "a", "Edema": 1}, {"study_id": "b", "Edema": 0}], schema=labels_schema())
+    encoded, _ = encode(tokenizer, ["Edema.", "No edema."], 32)
+    edema = model.heads[OBSERVATIONS.index("Edema")]
+    with torch.no_grad():
+        for head in model.heads:  # every head answers its class 0 (blank) whatever the report
+            head.weight.zero_()
+            head.bias.copy_(torch.tensor([1.0] + [0.0] * (head.bias.numel() - 1)))
+        assert validation_f1(model, encoded, labels, tokenizer.pad_token_id, 2) == 0.0
+        edema.bias.copy_(torch.tensor([0.0, 1.0, 0.0, 0.0]))  # Edema: positive for both reports
+    # only Edema has gold labels: positive F1 2/3 (support 1), negative F1 0 (support 1)
+    assert abs(validation_f1(model, encoded, labels, tokenizer.pad_token_id, 2) - 1 / 3) < 1e-9

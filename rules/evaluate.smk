@@ -1,5 +1,5 @@
 rule evaluate:
-    """Paper 1's Tables 1-2 (with bootstrap intervals) and paper 2's Tables 4-6, as CSV."""
+    """Paper 1's Tables 1-2 (with bootstrap intervals), paper 2's Tables 4-6 and the agreement with the silver labels, as CSV."""
     input:
         unpack(evaluation_inputs),
     output:
@@ -9,6 +9,7 @@ rule evaluate:
         by_certainty=results("tables/table4_f1_by_certainty.csv"),
         by_length=results("tables/table5_f1_by_length.csv"),
         errors=results("tables/table6_errors_per_report.csv"),
+        agreement=results("tables/table7_agreement_with_silver.csv"),
     log:
         logs("evaluate"),
     benchmark:

@@ -139,6 +139,22 @@ def errors_table(scored: dict[str, Scored], kind: LabelKind) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def agreement_table(silver_path: str, test_ids: list[str], predictions: dict[str, str]) -> pl.DataFrame:
+    """How well each labeler reproduces the silver labels it was trained on (the corpus's CheXpert
+    labels or the rule labeler's), on the test reports: positive F1 and weighted F1 per observation.
+
+    A learned labeler cannot be better than its teacher by imitating it; this table tells
+    imitation (high agreement) from reading the reports differently (low agreement).
+    """
+    silver, _ = read_labels(silver_path)
+    silver = silver.join(pl.DataFrame({"study_id": test_ids}), on="study_id", how="semi")
+    scored = {name: score(silver, "full", read_labels(path)[0]) for name, path in predictions.items()}
+    return pl.concat(
+        per_observation_table(scored, "full", certainties).with_columns(pl.lit(f"{metric} against the silver labels").alias("metric"))
+        for certainties, metric in (((1.0,), "positive F1"), (ALL_CERTAINTIES, "weighted F1"))
+    )
+
+
 def load_scored(gold_path: str, reports: pl.DataFrame, predictions: dict[str, str]) -> tuple[dict[str, Scored], LabelKind, list[str]]:
     """Score every labeler's predictions file against the gold labels of the test split.
 
@@ -151,8 +167,9 @@ def load_scored(gold_path: str, reports: pl.DataFrame, predictions: dict[str, st
     return scored, kind, gold["study_id"].to_list()
 
 
-def write_evaluation_tables(gold_path: str, reports_path: str, predictions: dict[str, str], out: dict[str, str], n_resamples: int, seed: int) -> None:
-    """Write paper 1's Tables 1-2 (with bootstrap intervals) and paper 2's Tables 4-6 as CSV."""
+def write_evaluation_tables(gold_path: str, silver_path: str, reports_path: str, predictions: dict[str, str], out: dict[str, str], n_resamples: int, seed: int) -> None:
+    """Write paper 1's Tables 1-2 (with bootstrap intervals), paper 2's Tables 4-6 and the
+    agreement with the silver labels (Table 7) as CSV."""
     reports = pl.read_parquet(reports_path, columns=["study_id", "split", "n_tokens"])
     scored, kind, study_ids = load_scored(gold_path, reports, predictions)
     lengths = pl.DataFrame({"study_id": study_ids}).join(reports, on="study_id", how="left", maintain_order="left")
@@ -162,6 +179,7 @@ def write_evaluation_tables(gold_path: str, reports_path: str, predictions: dict
     certainty_table(scored, kind).write_csv(out["by_certainty"], float_precision=4)
     length_table(scored, lengths["n_tokens"].to_numpy(), kind).write_csv(out["by_length"], float_precision=4)
     errors_table(scored, kind).write_csv(out["errors"], float_precision=4)
+    agreement_table(silver_path, study_ids, predictions).write_csv(out["agreement"], float_precision=4)
 
 
 def write_significance_table(gold_path: str, reports_path: str, predictions: dict[str, str], path: str, n_resamples: int, seed: int) -> None:

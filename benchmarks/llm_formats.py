@@ -37,4 +37,4 @@ for model in models:
     g, p, _ = label_matrix(gold, predictions)
     f1 = np.nanmean(list(weighted_f1_by_observation(g, p).values()))
     errors = sum(item.format_error for item in labeled)
-    print(f"| {labeler.format} | {model} | {len(outputs)} | {seconds:.1f} | {len(outputs) / seconds:.1f} | {tokens:.1f} | {errors} | {f1:.3f} |")
+    print(f"| {labeler.prompt.format} | {model} | {len(outputs)} | {seconds:.1f} | {len(outputs) / seconds:.1f} | {tokens:.1f} | {errors} | {f1:.3f} |")

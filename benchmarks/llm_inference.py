@@ -1,6 +1,8 @@
 """LLM labeler throughput on this CPU: batched generation versus one report at a time, in one run.
 
 usage: python benchmarks/llm_inference.py MODEL_DIR REPORTS_PARQUET [N_REPORTS]
+The prompts are the model's units of the first N test reports (the reports, or their distinct
+sentences for a sentence-unit model); the rows count prompts.
 "One at a time" is the loop a user would write first: tokenize one prompt, generate, decode.
 "Compute floor" is no generation at all: one forward pass over the exact prompt + answer tokens
 of every report (the batched outputs), batched like the labeler's prompts. Any decoder must at
@@ -23,8 +25,9 @@ from cxrlabel.labelers.llm import LLMLabeler, left_pad
 model_dir, reports_path = sys.argv[1], sys.argv[2]
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 128
 torch.set_num_threads(2)
-texts = pl.read_parquet(reports_path).filter(pl.col("split") == "test")["text"].head(n).to_list()
+reports = pl.read_parquet(reports_path).filter(pl.col("split") == "test")["text"].head(n).to_list()
 labeler = LLMLabeler(model_dir, batch_size=32, max_new_tokens=128)
+texts = list(dict.fromkeys(unit for report in reports for unit in labeler.units(report)))  # what the model is prompted with
 
 
 def peak_mb() -> float:
@@ -34,7 +37,7 @@ def peak_mb() -> float:
 def naive() -> list[str]:
     outputs = []
     for text in texts:
-        inputs = labeler.tokenizer(build_prompt(text, labeler.format), return_tensors="pt")
+        inputs = labeler.tokenizer(build_prompt(text, labeler.prompt.format, labeler.prompt.unit), return_tensors="pt")
         generated = labeler.model.generate(**inputs, max_new_tokens=128, do_sample=False, pad_token_id=labeler.tokenizer.pad_token_id)
         outputs.append(labeler.tokenizer.decode(generated[0, inputs["input_ids"].shape[1]:], skip_special_tokens=True))
     return outputs

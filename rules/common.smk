@@ -32,13 +32,14 @@ def ingest_inputs(wildcards):
 
 
 def evaluation_inputs(wildcards):
-    """Gold labels, report lengths and the predictions of every evaluated labeler."""
+    """Gold and silver labels, report lengths and the predictions of every evaluated labeler."""
     predictions = {
         f"predictions_{name}": results(f"predictions/{name}.parquet")
         for name in config["evaluation"]["labelers"]
     }
     return {
         "gold": rules.ingest.output.gold,
+        "silver": instruct_labels(wildcards),
         "reports": rules.ingest.output.reports,
     } | predictions
 

@@ -18,5 +18,8 @@ rule instruct:
     params:
         fmt=config["instruct"]["format"],
         splits=SPLITS,
+        unit=config["instruct"]["unit"],
+        recombined=config["instruct"]["recombined_reports"],
+        seed=config["instruct"]["seed"],
     script:
         "../workflow/scripts/instruct.py"

@@ -46,6 +46,7 @@ rule sft:
     params:
         settings=config["llm"]["sft"],
         fmt=config["instruct"]["format"],
+        unit=config["instruct"]["unit"],
     script:
         "../workflow/scripts/sft.py"
 

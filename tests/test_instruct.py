@@ -6,7 +6,7 @@ import random
 import polars as pl
 import pytest
 
-from cxrlabel.instruct import build_prompt, instruction_table, parse_completion, serialize_labels
+from cxrlabel.instruct import build_prompt, instruction_table, parse_completion, sentence_instruction_table, serialize_labels, unit_table
 from cxrlabel.io.labels import labels_schema
 from cxrlabel.observations import OBSERVATIONS
 
@@ -83,3 +83,27 @@ def test_instruction_table_pairs_reports_with_their_labels_in_report_order():
     table = instruction_table(reports, labels, "mentioned")
     assert table["study_id"].to_list() == ["b", "a"]
     assert table["completion"].to_list() == ['{"Edema": "positive"}', '{"No Finding": "positive"}']
+
+
+def test_report_unit_prompts_are_the_papers_and_sentence_prompts_say_sentence():
+    assert build_prompt("No effusion.", "mentioned").startswith(
+        "Label the chest X-ray report for the 14 CheXpert observations. Answer with a JSON object that maps "
+        "each observation the report mentions to positive, negative or uncertain; leave out the others.\n\nReport: "
+    )
+    prompt = build_prompt("No effusion.", "mentioned", "sentence")
+    assert "each observation the sentence mentions" in prompt and prompt.endswith("Sentence: No effusion.\n\nLabels:\n")
+
+
+def test_sentence_instructions_pair_every_sentence_with_the_rule_labels_of_its_mentions():
+    reports = pl.DataFrame({"study_id": ["a", "b"], "text": ["Heart size is normal. No effusion.", "No effusion. Possible pneumonia."]})
+    table = sentence_instruction_table(reports, "mentioned")
+    assert table["study_id"].to_list() == ["a", "a", "b", "b"]  # recurring sentences recur
+    assert [p.rsplit("Sentence: ", 1)[1][: -len("\n\nLabels:\n")] for p in table["prompt"]] == ["Heart size is normal.", "No effusion.", "No effusion.", "Possible pneumonia."]
+    # No Finding is a report-level label: never in a sentence's completion
+    assert table["completion"].to_list() == ['{"Cardiomegaly": "negative"}', '{"Pleural Effusion": "negative"}', '{"Pleural Effusion": "negative"}', '{"Pneumonia": "uncertain"}']
+
+
+def test_unit_table_holds_each_distinct_text_once_with_its_first_report():
+    reports = pl.DataFrame({"study_id": ["a", "b"], "text": ["No effusion. Clear lungs.", "Edema. No effusion."]})
+    assert unit_table(reports, "sentence").rows() == [("a", 0, "No effusion."), ("a", 1, "Clear lungs."), ("b", 0, "Edema.")]
+    assert unit_table(reports, "report").rows() == [("a", 0, "No effusion. Clear lungs."), ("b", 0, "Edema. No effusion.")]

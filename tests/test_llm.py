@@ -4,17 +4,19 @@ resume, batched generation equal to one-at-a-time generation, and the context li
 from __future__ import annotations
 
 import logging
+import shutil
 
 import polars as pl
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
-from cxrlabel.instruct import build_prompt, serialize_labels
+from cxrlabel.instruct import PromptSettings, build_prompt, serialize_labels
 from cxrlabel.labelers.llm import LLMLabeler, write_llm_settings
-from cxrlabel.observations import OBSERVATIONS
+from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
+from cxrlabel.training.preferences import simulated_preferences
 from cxrlabel.training.base_model import OfflineModelError, TinyModelSpec, build_base_model, resolve_model_path
-from cxrlabel.training.rlhf import gold_agreement_reward, run_group_rl, run_ppo, sequence_classifier, train_reward_model
+from cxrlabel.training.rlhf import gold_agreement_reward, run_group_rl, run_ppo, sentence_contexts, sequence_classifier, train_reward_model
 from cxrlabel.training.sft import run_sft
 
 REPORTS = ["No pneumothorax.", "Small left pleural effusion.", "Heart size is normal.", "Possible pneumonia."] * 4
@@ -61,7 +63,7 @@ def test_sft_resumes_from_its_last_checkpoint(base, tmp_path, caplog):
 
 
 def test_batched_generation_equals_one_at_a_time_and_long_reports_are_flagged(base, tmp_path):
-    write_llm_settings(str(base), "mentioned")
+    write_llm_settings(str(base), PromptSettings("mentioned"))
     labeler = LLMLabeler(str(base), batch_size=3, max_new_tokens=12)
     prompts = [labeler.prompt_ids(r)[0] for r in REPORTS[:5]]
     assert labeler.generate(prompts) == [labeler.generate([p])[0] for p in prompts]
@@ -77,14 +79,14 @@ def test_gold_agreement_reward_prefers_the_completion_that_agrees_with_the_exper
     expert = {"s1": {name: None for name in OBSERVATIONS} | {"Pneumothorax": 0}}
     reward = gold_agreement_reward(expert, "full", "mentioned")
     right, wrong, broken = serialize_labels(expert["s1"], "mentioned"), serialize_labels(expert["s1"] | {"Pneumothorax": 1}, "mentioned"), "{not json"
-    scores = reward(prompts=["p"] * 3, completions=[right, wrong, broken], study_id=["s1"] * 3)
+    scores = reward(prompts=["p"] * 3, completions=[right, wrong, broken], study_id=["s1"] * 3, position=[0] * 3)
     assert scores[0] == 1.0 and scores[0] > scores[1] > scores[2]
 
 
 @pytest.mark.parametrize("algorithm", ["grpo", "rloo"])
 def test_group_rl_tunes_a_policy_the_labeler_loads(base, reward_dir, tmp_path, algorithm):
     """A real TRL GRPO/RLOO run (2 steps) with the learned and the verifiable reward together."""
-    write_llm_settings(str(base), "mentioned")
+    write_llm_settings(str(base), PromptSettings("mentioned"))
     ids = [f"s{i}" for i in range(4)]
     reports = pl.DataFrame({"study_id": ids, "text": REPORTS[:4]})
     expert = pl.DataFrame({"study_id": ids} | {name: pl.Series([0 if name == "Pneumothorax" else None] * 4, dtype=pl.Int8) for name in OBSERVATIONS})
@@ -99,7 +101,7 @@ def test_group_rl_tunes_a_policy_the_labeler_loads(base, reward_dir, tmp_path, a
 
 
 def test_batches_cover_every_prompt_once_and_long_prompts_do_not_pad_short_ones(base):
-    write_llm_settings(str(base), "mentioned")
+    write_llm_settings(str(base), PromptSettings("mentioned"))
     labeler = LLMLabeler(str(base), batch_size=4)
     lengths = [10, 12, 11, 10, 13, 12, 200, 11, 90]
     batches = labeler.batches(lengths)
@@ -110,7 +112,7 @@ def test_batches_cover_every_prompt_once_and_long_prompts_do_not_pad_short_ones(
 
 def test_reward_model_training_is_deterministic(base, tmp_path):
     """Same pairs, same seed, same reward model (its new score head included)."""
-    write_llm_settings(str(base), "mentioned")
+    write_llm_settings(str(base), PromptSettings("mentioned"))
     prompts = [build_prompt(r, "mentioned") for r in REPORTS[:4]]
     good, bad = serialize_labels({"Pneumothorax": 0}, "mentioned"), serialize_labels({"Pneumothorax": 1}, "mentioned")
     pairs = pl.DataFrame({"study_id": [f"s{i}" for i in range(12)], "prompt": prompts * 3, "chosen": [good] * 12, "rejected": [bad] * 12})
@@ -125,7 +127,7 @@ def test_reward_model_training_is_deterministic(base, tmp_path):
 
 def test_ppo_tunes_a_policy_the_labeler_loads(base, reward_dir, tmp_path):
     """A real trl.experimental.ppo run (2 updates): reward model, value model, KL to the reference."""
-    write_llm_settings(str(base), "mentioned")
+    write_llm_settings(str(base), PromptSettings("mentioned"))
     reports = pl.DataFrame({"study_id": [f"s{i}" for i in range(4)], "text": REPORTS[:4]})
     settings = {"total_episodes": 4, "per_device_train_batch_size": 2, "num_mini_batches": 1, "num_ppo_epochs": 1,
                 "local_rollout_forward_batch_size": 2, "response_length": 12, "temperature": 0.7, "kl_coef": 0.05,
@@ -135,3 +137,75 @@ def test_ppo_tunes_a_policy_the_labeler_loads(base, reward_dir, tmp_path):
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "ppo").state_dict()
     assert any(not torch.equal(before[name], after[name]) for name in before)
     assert len(LLMLabeler(str(tmp_path / "ppo"), max_new_tokens=12).label_batch(REPORTS[:2])) == 2
+
+
+@pytest.fixture()
+def sentence_model(base, tmp_path):
+    """The micro model, prompted one sentence at a time."""
+    path = tmp_path / "sentence"
+    shutil.copytree(base, path, ignore=shutil.ignore_patterns("*.parquet"))
+    write_llm_settings(str(path), PromptSettings("mentioned", "sentence"))
+    return path
+
+
+def test_a_sentence_unit_labeler_labels_each_distinct_sentence_once_and_aggregates(sentence_model, monkeypatch):
+    labeler = LLMLabeler(str(sentence_model), max_new_tokens=12)
+    reports = ["No pneumothorax. Small left pleural effusion.", "Small left pleural effusion. Possible pneumonia. No pneumothorax."]
+    answers = {"No pneumothorax.": '{"Pneumothorax": "negative"}', "Small left pleural effusion.": '{"Pleural Effusion": "positive"}', "Possible pneumonia.": '{"Pneumonia": "uncertain", "Pleural Effusion": "negative"}'}
+    prompted = []
+
+    def generate(prompts):  # the real generation is covered above; here: which prompts, and how answers combine
+        texts = [labeler.tokenizer.decode(p).rsplit("Sentence: ", 1)[1].removesuffix("\n\nLabels:\n") for p in prompts]
+        prompted.extend(texts)
+        return [answers[t] for t in texts]
+
+    monkeypatch.setattr(labeler, "generate", generate)
+    first, second = labeler.label_batch(reports)
+    assert sorted(prompted) == sorted(answers)  # three distinct sentences, each prompted once
+    assert {k: v for k, v in first.labels.items() if v is not None} == {"Pneumothorax": 0, "Pleural Effusion": 1}
+    assert {k: v for k, v in second.labels.items() if v is not None} == {"Pneumothorax": 0, "Pleural Effusion": 1, "Pneumonia": -1}
+    assert not first.format_error and not second.format_error
+
+
+def test_a_sentence_unit_labeler_generates_for_real_and_flags_a_malformed_sentence(sentence_model):
+    labeler = LLMLabeler(str(sentence_model), max_new_tokens=12)
+    [result] = labeler.label_batch(["No pneumothorax. Small left pleural effusion."])
+    outputs = labeler.generate([labeler.prompt_ids(s)[0] for s in ("No pneumothorax.", "Small left pleural effusion.")])
+    parsed = [labeler.parse(o) for o in outputs]
+    assert result.labels == aggregate_mentions(p.labels for p in parsed)
+    assert result.format_error == any(p.error is not None for p in parsed)
+
+
+def test_sentence_unit_group_rl_judges_a_sentence_by_the_report_labels_it_leads_to(sentence_model, tmp_path):
+    """A real TRL GRPO run (2 steps) on sentence prompts with the verifiable reward, whose contexts
+    are the policy's own greedy labels of the other sentences."""
+    reports = pl.DataFrame({"study_id": ["s0", "s1"], "text": ["No pneumothorax. Small left pleural effusion.", "Possible pneumonia. No pneumothorax."]})
+    contexts = sentence_contexts(str(sentence_model), reports)
+    assert set(contexts) == {("s0", 0), ("s0", 1), ("s1", 0), ("s1", 1)} and all(len(c) == 1 for c in contexts.values())
+    expert = pl.DataFrame({"study_id": ["s0", "s1"]} | {name: pl.Series([1 if name == "Pleural Effusion" else None] * 2, dtype=pl.Int8) for name in OBSERVATIONS})
+    settings = {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 12, "beta": 0.05,
+                "learning_rate": 1e-2, "bf16": False, "gradient_checkpointing": False, "use_cpu": True, "seed": 0, "logging_steps": 1}
+    out = tmp_path / "grpo"
+    run_group_rl("grpo", str(sentence_model), reports, str(out), settings, threads=1, expert=expert, kind="positive_only")
+    assert LLMLabeler(str(out)).prompt == PromptSettings("mentioned", "sentence")
+    reward = gold_agreement_reward({"s0": {"Pleural Effusion": 1}}, "positive_only", "mentioned", {("s0", 1): [{"Pleural Effusion": 1}]})
+    # the other sentence already finds the effusion: this sentence's false positive costs, its silence does not
+    assert reward(prompts=["p"] * 2, completions=["{}", '{"Edema": "positive"}'], study_id=["s0"] * 2, position=[1] * 2) == [1 / 14, 0.0]
+
+
+def test_sentence_unit_preferences_pair_sentence_outputs_judged_in_their_report(sentence_model, monkeypatch):
+    """Which prompts are sampled and how candidates are judged (the sampling itself is real in the report-unit runs)."""
+    reports = pl.DataFrame({"study_id": ["s0", "s1"], "text": ["No pneumothorax. Small left pleural effusion.", "Possible pneumonia. No pneumothorax."]})
+    expert = pl.DataFrame({"study_id": ["s0", "s1"]} | {name: pl.Series([1 if name == "Pleural Effusion" else None] * 2, dtype=pl.Int8) for name in OBSERVATIONS})
+    greedy = {"No pneumothorax.": "{}", "Small left pleural effusion.": '{"Pleural Effusion": "positive"}', "Possible pneumonia.": "{}"}
+    samples = {"No pneumothorax.": ["{}", '{"Edema": "positive"}'], "Small left pleural effusion.": ["{}", '{"Pleural Effusion": "positive"}'], "Possible pneumonia.": ["{}", '{"Pleural Effusion": "positive"}']}
+    sentence = lambda labeler, ids: labeler.tokenizer.decode(ids).rsplit("Sentence: ", 1)[1].removesuffix("\n\nLabels:\n")  # noqa: E731
+    monkeypatch.setattr(LLMLabeler, "generate", lambda self, prompts: [greedy[sentence(self, p)] for p in prompts])
+    monkeypatch.setattr(LLMLabeler, "sample", lambda self, prompts, n, temperature, seed: [samples[sentence(self, p)] for p in prompts])
+    pairs = simulated_preferences(str(sentence_model), reports, expert, "positive_only", 2, 1.0, 10, 0, 8, 12)
+    found = {(study, p.rsplit("Sentence: ", 1)[1].removesuffix("\n\nLabels:\n"), chosen, rejected) for study, p, chosen, rejected in pairs.select("study_id", "prompt", "chosen", "rejected").rows()}
+    assert found == {
+        ("s0", "No pneumothorax.", "{}", '{"Edema": "positive"}'),  # a false positive costs
+        ("s0", "Small left pleural effusion.", '{"Pleural Effusion": "positive"}', "{}"),  # the only effusion finding
+        ("s1", "Possible pneumonia.", '{"Pleural Effusion": "positive"}', "{}"),  # its report's effusion is found nowhere else
+    }  # s1's "No pneumothorax.": a tie, both wrong once (the report's No Finding or an edema, where gold has an effusion)

@@ -77,3 +77,14 @@ def test_human_judgements_jsonl_and_header_errors(tmp_path):
     bad.write_text("study_id,a,b\n1,x,y\n")
     with pytest.raises(BadInputError, match=r"missing column\(s\) \['output_a'"):
         read_human_judgements(str(bad), REPORTS, "mentioned", DropLog())
+
+
+def test_a_sentence_output_is_judged_by_the_report_labels_it_leads_to():
+    others = [BLANK | {"Edema": 1}]  # another sentence of the report already says edema
+    # the sentence says nothing, or the pneumothorax is absent: the report agrees the same or better
+    assert agreement("{}", EXPERT, "full", "mentioned", others) == 13
+    assert agreement('{"Pneumothorax": "negative"}', EXPERT, "full", "mentioned", others) == 14
+    # calling its edema negative does not undo the other sentence's positive (positive wins)
+    assert agreement('{"Edema": "negative", "Pneumothorax": "negative"}', EXPERT, "full", "mentioned", others) == 14
+    pairs = rank_pairs("s1", "prompt", ["{}", '{"Pneumothorax": "negative"}'], EXPERT, "full", "mentioned", 10, others)
+    assert [(p["chosen"], p["rejected"], p["margin"]) for p in pairs] == [('{"Pneumothorax": "negative"}', "{}", 1.0)]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import polars as pl
 import pytest
 
 from cxrlabel.labelers.rule import RuleLabeler
+from cxrlabel.observations import OBSERVATIONS
 
 LABELER = RuleLabeler()
 P, N, U = 1, 0, -1
@@ -78,3 +80,19 @@ def test_sentence(text, expected):
 def test_deterministic_and_case_insensitive():
     text = "NO PNEUMOTHORAX. Small Left Effusion."
     assert LABELER.label(text) == LABELER.label(text.lower()) == RuleLabeler().label(text)
+
+
+def test_report_labels_are_the_sentence_labels_aggregated_like_chexpert(openi_csv):
+    """positive > uncertain > negative per observation over the sentences, then No Finding."""
+    from cxrlabel.observations import aggregate_mentions
+    from cxrlabel.text import split_sentences
+
+    labeler = RuleLabeler()
+    texts = pl.read_csv(openi_csv, infer_schema=False).select(pl.concat_str("findings", "impression", separator=" ", ignore_nulls=True))["findings"]
+    for text in texts.head(400):
+        by_sentence = [labeler.sentence_labels(s) for s in split_sentences(text)]
+        assert all(labels["No Finding"] is None for labels in by_sentence)
+        assert labeler.label(text) == aggregate_mentions(by_sentence)
+    assert aggregate_mentions([{"Edema": 0}, {"Edema": -1}, {"Edema": 0, "Pneumothorax": 0}]) == {name: None for name in OBSERVATIONS} | {"Edema": -1, "Pneumothorax": 0}
+    assert aggregate_mentions([{"Edema": 0}, {"Edema": 1}, {"Edema": -1}])["Edema"] == 1
+    assert aggregate_mentions([{"Support Devices": 1}])["No Finding"] == 1 and aggregate_mentions([])["No Finding"] == 1

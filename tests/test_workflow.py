@@ -65,6 +65,42 @@ def test_paper_config_runs_on_files_shaped_like_mimic_cxr(tmp_path):
     assert summary["kept"]["reports"] == 7 and summary["dropped"]["no_split"] == 2
 
 
+def test_invalid_combinations_are_refused_by_the_schema(tmp_path):
+    """Sentence instructions are labeled by the rule labeler, and human judgements compare whole reports."""
+    for extra in ({"instruct": {"unit": "sentence"}}, {"instruct": {"recombined_reports": 10}},
+                  {"instruct": {"unit": "sentence", "labels": "rule"}, "rlhf": {"judge": "human", "human_judgements": "j.csv"}}):
+        result = snakemake("-n", "--configfile", overlay(tmp_path, extra), check=False)
+        assert result.returncode != 0 and "ValidationError" in result.stdout + result.stderr, extra
+
+
+@pytest.mark.slow
+def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
+    """OpenI's path (rule silver labels, sentence prompts, sentence-level RL with the learned and
+    the verifiable reward) on the demo corpus, with tiny training budgets: every stage runs and
+    the models and tables say what they are."""
+    budget = {
+        "instruct": {"unit": "sentence", "labels": "rule"},
+        "llm": {"tiny": {"pretrain_epochs": 0.2}, "sft": {"max_steps": 40, "per_device_train_batch_size": 16}, "inference": {"max_new_tokens": 32}},
+        # the demo's expert labels cover validate and test: the verifiable reward needs them
+        "rlhf": {"rewards": ["learned", "verifiable"], "prompt_split": "validate", "ppo": {"total_episodes": 16}, "grpo": {"max_steps": 2}},
+        "evaluation": {"labelers": ["rule", "sft", "ppo", "grpo"]},
+        "figures": {"baselines": ["rule"]},
+    }
+    config = overlay(tmp_path, budget)
+    snakemake("--cores", "2", "--configfile", config)
+    results = tmp_path / "results"
+    train = pl.read_parquet(results / "instruct/instruct_train.parquet")
+    assert train.height > 3 * pl.read_parquet(results / "corpus/reports.parquet").filter(pl.col("split") == "train").height
+    assert train["prompt"].str.contains("\n\nSentence: ").all() and not train["completion"].str.contains("No Finding").any()
+    for model in ("sft", "ppo", "grpo"):
+        assert json.loads((results / f"models/{model}/cxrlabel_llm.json").read_text()) == {"format": "mentioned", "unit": "sentence"}
+    pairs = pl.read_parquet(results / "rlhf/preferences.parquet")
+    assert pairs.height > 0 and pairs["prompt"].str.contains("\n\nSentence: ").all()
+    agreement = pl.read_csv(results / "tables/table7_agreement_with_silver.csv")
+    assert agreement.columns == ["observation", "rule", "sft", "ppo", "grpo", "metric"]
+    assert (agreement.filter(pl.col("observation") == "Average")["rule"] == 1.0).all()  # the silver labels are the rule labeler's
+
+
 def test_pipeline_accounts_for_every_record(pipeline):
     summary = json.loads((pipeline["results"] / "corpus/ingest_summary.json").read_text())
     assert summary["kept"]["reports"] == 1500 and summary["dropped"] == {}
@@ -79,7 +115,7 @@ def test_pipeline_writes_every_table_and_figure(pipeline):
     assert table1["observation"].to_list()[-1] == "Average" and table1.height == 15
     pairs = pl.read_csv(tables / "table3_significance.csv")
     assert pairs.height == 6 and pairs["t_p_value"].is_between(0, 1).all()
-    for name in ("table1_average_ci", "table2_positive_negative_f1", "table4_f1_by_certainty", "table5_f1_by_length", "table6_errors_per_report"):
+    for name in ("table1_average_ci", "table2_positive_negative_f1", "table4_f1_by_certainty", "table5_f1_by_length", "table6_errors_per_report", "table7_agreement_with_silver"):
         assert pl.read_csv(tables / f"{name}.csv").height >= 3, name
     for figure in ("f1_by_observation", "f1_difference_heatmap", "f1_by_length"):
         assert (pipeline["results"] / f"figures/{figure}.png").stat().st_size > 10_000

@@ -7,6 +7,7 @@ different answers.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from enum import IntEnum
 
 import polars as pl
@@ -52,6 +53,24 @@ class Certainty(IntEnum):
     @property
     def word(self) -> str:
         return self.name.lower()
+
+
+#: Which certainty wins when an observation is mentioned several times in a report.
+AGGREGATION_ORDER: tuple[int, ...] = (Certainty.POSITIVE, Certainty.UNCERTAIN, Certainty.NEGATIVE)
+
+
+def aggregate_mentions(labelings: Iterable[dict[str, int | None]]) -> dict[str, int | None]:
+    """The report's labels from the labels of its parts (mentions or sentences), as the CheXpert
+    labeler aggregates mentions: per observation positive beats uncertain beats negative, blank
+    where no part mentions it; then No Finding by :func:`apply_no_finding_rule` (the parts'
+    own No Finding is ignored: it is a report-level label)."""
+    found: dict[str, set[int]] = {}
+    for labels in labelings:
+        for name in OBSERVATIONS[1:]:
+            if labels.get(name) is not None:
+                found.setdefault(name, set()).add(labels[name])
+    aggregated = {name: next((c for c in AGGREGATION_ORDER if c in found.get(name, ())), None) for name in OBSERVATIONS[1:]}
+    return apply_no_finding_rule(aggregated)
 
 
 def apply_no_finding_rule(labels: dict[str, int | None]) -> dict[str, int | None]:

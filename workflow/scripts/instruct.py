@@ -7,4 +7,7 @@ with logged(snakemake.log[0]):
         snakemake.input.labels,
         snakemake.params.fmt,
         dict(zip(snakemake.params.splits, snakemake.output)),
+        snakemake.params.unit,
+        snakemake.params.recombined,
+        snakemake.params.seed,
     )

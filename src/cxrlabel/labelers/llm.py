@@ -1,5 +1,8 @@
 """The LLM labeler: batched greedy decoding of a fine-tuned causal LM, parsed by the instruction module.
 
+- The model's unit (recorded beside it) decides what one prompt holds: the whole report, or one
+  sentence; a sentence-unit model labels each distinct sentence of a batch once, and a report's
+  labels are its sentences' aggregated as the CheXpert labeler aggregates mentions.
 - Batches of similar prompt length under a padded-token budget, left padding, KV cache, greedy
   decoding, stop at EOS.
 - A report whose prompt would not fit the model's context (with room for the answer) keeps
@@ -15,34 +18,43 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from cxrlabel.instruct import CompletionFormat, build_prompt, parse_completion
-from cxrlabel.labelers import Labeled
+from cxrlabel.instruct import Parsed, PromptSettings, build_prompt, parse_completion, units_of
+from cxrlabel.labelers import Labeled, Labels
+from cxrlabel.observations import aggregate_mentions
 
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "cxrlabel_llm.json"
 
 
-def write_llm_settings(model_dir: str, fmt: CompletionFormat) -> None:
-    """Record the completion format a model was tuned on, so that any later use prompts it the same way."""
-    (Path(model_dir) / SETTINGS_FILE).write_text(json.dumps({"format": fmt}) + "\n")
+def write_llm_settings(model_dir: str, settings: PromptSettings) -> None:
+    """Record how a model was tuned to be prompted, so that any later use prompts it the same way."""
+    (Path(model_dir) / SETTINGS_FILE).write_text(json.dumps(asdict(settings)) + "\n")
 
 
-def fit_prompt(tokenizer: PreTrainedTokenizerBase, text: str, fmt: CompletionFormat, budget: int) -> tuple[list[int], bool]:
+def read_llm_settings(model_dir: str) -> PromptSettings:
+    path = Path(model_dir) / SETTINGS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{model_dir}: not a cxrlabel LLM labeler (no {SETTINGS_FILE}); train one with the sft rule")
+    return PromptSettings(**json.loads(path.read_text()))
+
+
+def fit_prompt(tokenizer: PreTrainedTokenizerBase, text: str, prompt: PromptSettings, budget: int) -> tuple[list[int], bool]:
     """Token ids of the prompt for ``text`` in at most ``budget`` tokens (the context less the
-    answer's room), and whether the report had to lose its beginning (not its impression) to fit."""
-    ids = tokenizer(build_prompt(text, fmt))["input_ids"]
+    answer's room), and whether the text had to lose its beginning (not its impression) to fit."""
+    ids = tokenizer(build_prompt(text, prompt.format, prompt.unit))["input_ids"]
     if len(ids) <= budget:
         return ids, False
     report = tokenizer(text)["input_ids"]
     keep = max(0, len(report) - (len(ids) - budget) - 8)  # a margin for re-tokenisation at the cut
     shortened = tokenizer.decode(report[len(report) - keep :])
-    return tokenizer(build_prompt(shortened, fmt))["input_ids"][-budget:], True
+    return tokenizer(build_prompt(shortened, prompt.format, prompt.unit))["input_ids"][-budget:], True
 
 
 def left_pad(sequences: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,23 +69,15 @@ def left_pad(sequences: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, to
     return input_ids, attention
 
 
-def read_llm_settings(model_dir: str) -> dict:
-    path = Path(model_dir) / SETTINGS_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{model_dir}: not a cxrlabel LLM labeler (no {SETTINGS_FILE}); train one with the sft rule")
-    return json.loads(path.read_text())
-
-
 class LLMLabeler:
     """A fine-tuned causal LM (SFT or RLHF policy) loaded from its folder."""
 
     def __init__(self, model_dir: str, name: str = "llm", batch_size: int = 32, max_new_tokens: int = 128, threads: int | None = None) -> None:
         path = Path(model_dir)
-        settings = read_llm_settings(model_dir)
+        self.prompt = read_llm_settings(model_dir)
         if threads:
             torch.set_num_threads(threads)
         self.name = name
-        self.format: CompletionFormat = settings["format"]
         self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
         self.model = AutoModelForCausalLM.from_pretrained(path)
         self.model.eval()
@@ -81,9 +85,20 @@ class LLMLabeler:
         self.max_new_tokens = max_new_tokens
         self.context = self.model.config.max_position_embeddings
 
+    def units(self, report: str) -> list[str]:
+        """The texts this model is prompted with for one report: the report, or its sentences."""
+        return units_of(report, self.prompt.unit)
+
     def prompt_ids(self, text: str) -> tuple[list[int], bool]:
-        """Token ids of the prompt for ``text``, and whether the report had to lose its beginning to fit."""
-        return fit_prompt(self.tokenizer, text, self.format, self.context - self.max_new_tokens)
+        """Token ids of the prompt for one unit's ``text``, and whether it had to lose its beginning to fit."""
+        return fit_prompt(self.tokenizer, text, self.prompt, self.context - self.max_new_tokens)
+
+    def parse(self, output: str) -> Parsed:
+        return parse_completion(output, self.prompt.format)
+
+    def combine(self, parsed: Sequence[Parsed]) -> Labels:
+        """A report's labels from its units' parsed outputs: the report's own, or its sentences' aggregated."""
+        return parsed[0].labels if self.prompt.unit == "report" else aggregate_mentions(p.labels for p in parsed)
 
     def generate(self, prompts: Sequence[list[int]]) -> list[str]:
         """Greedy completions of token-id prompts."""
@@ -132,9 +147,14 @@ class LLMLabeler:
         return batches
 
     def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
-        prompts, truncated = zip(*(self.prompt_ids(text) for text in texts)) if texts else ((), ())
+        units = [self.units(text) for text in texts]
+        distinct = list(dict.fromkeys(unit for report in units for unit in report))
+        prompts, truncated = zip(*(self.prompt_ids(unit) for unit in distinct)) if distinct else ((), ())
+        parsed = dict(zip(distinct, (self.parse(output) for output in self.generate(prompts))))
+        cut = dict(zip(distinct, truncated))
         results = []
-        for output, cut in zip(self.generate(prompts), truncated):
-            parsed = parse_completion(output, self.format)
-            results.append(Labeled(parsed.labels, format_error=parsed.error is not None, fallback_used=parsed.error is not None, truncated=cut))
+        for report in units:
+            errors = any(parsed[unit].error is not None for unit in report)
+            labels = self.combine([parsed[unit] for unit in report])
+            results.append(Labeled(labels, format_error=errors, fallback_used=errors, truncated=any(cut[unit] for unit in report)))
         return results

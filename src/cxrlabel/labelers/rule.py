@@ -21,7 +21,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from cxrlabel.labelers import Labeled, Labels
-from cxrlabel.observations import OBSERVATIONS, apply_no_finding_rule
+from cxrlabel.observations import AGGREGATION_ORDER, NO_FINDING, OBSERVATIONS, aggregate_mentions
+from cxrlabel.text import split_sentences
+
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 
 
@@ -139,7 +141,6 @@ POST_UNCERTAIN = _words(
 BOTH_UNCERTAIN = _words("versus", "vs")
 # A negation or uncertainty scope ends at a clause break.
 CLAUSE_BREAKS = re.compile(r";|:|\b(?:but|however|although|though|which|whereas|while|except|aside from|apart from|otherwise|there is|there are|with the exception)\b")
-SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+|(?:^|\s)\d+\.\s+|\s+-\s+")
 
 
 def _compile(phrases: list[str]) -> re.Pattern[str]:
@@ -176,13 +177,14 @@ class RuleLabeler:
 
     def label(self, text: str) -> Labels:
         """The 14 labels of one report (1, 0, -1 or None for blank)."""
+        return aggregate_mentions(self.sentence_labels(sentence) for sentence in split_sentences(text))
+
+    def sentence_labels(self, sentence: str) -> Labels:
+        """The labels of one sentence's mentions, aggregated; No Finding (a report-level label) is blank."""
         found: dict[str, set[int]] = {}
-        for sentence in SENTENCE.split(text.lower()):
-            if sentence.strip():
-                for name, certainty in self._sentence_mentions(sentence):
-                    found.setdefault(name, set()).add(certainty)
-        labels: Labels = {name: _aggregate(found[name]) if name in found else None for name in OBSERVATIONS[1:]}
-        return apply_no_finding_rule(labels)
+        for name, certainty in self._sentence_mentions(sentence.lower()):
+            found.setdefault(name, set()).add(certainty)
+        return {NO_FINDING: None} | {name: _aggregate(found[name]) if name in found else None for name in OBSERVATIONS[1:]}
 
     def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
         return [Labeled(self.label(text)) for text in texts]
@@ -270,7 +272,4 @@ def _reaches(cue: _Cue, start: int, end: int, breaks: list[int], commas: list[in
 
 def _aggregate(certainties: set[int]) -> int:
     """Across the mentions of one observation: positive beats uncertain beats negative."""
-    for certainty in (POSITIVE, UNCERTAIN, NEGATIVE):
-        if certainty in certainties:
-            return certainty
-    raise ValueError("no mentions")
+    return next(certainty for certainty in AGGREGATION_ORDER if certainty in certainties)

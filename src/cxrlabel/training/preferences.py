@@ -17,6 +17,7 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 
 import polars as pl
@@ -24,7 +25,7 @@ import polars as pl
 from cxrlabel.instruct import CompletionFormat, build_prompt, parse_completion
 from cxrlabel.io.labels import LabelKind
 from cxrlabel.io.records import BadInputError, DropLog
-from cxrlabel.observations import OBSERVATIONS
+from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
 
 log = logging.getLogger(__name__)
 
@@ -41,9 +42,13 @@ HUMAN_COLUMNS = ("study_id", "output_a", "output_b", "preferred", "annotator")
 Labels = dict[str, int | None]
 
 
-def agreement(output: str, expert: Labels, kind: LabelKind, fmt: CompletionFormat) -> float:
+def agreement(output: str, expert: Labels, kind: LabelKind, fmt: CompletionFormat, context: Sequence[Labels] | None = None) -> float:
     """How well one output agrees with the expert labels of its report (higher is better).
 
+    ``context`` None: the output labels the whole report. Otherwise the output labels one
+    sentence and ``context`` holds the labels of the report's other sentences: the report's
+    labels are all of them aggregated (:func:`~cxrlabel.observations.aggregate_mentions`), so a
+    sentence's output is judged by the report labels it leads to.
     Full expert labels: the number of observations (of 14) whose class, blank included,
     matches. Positive-only labels (indexers record present findings only): true positives
     minus false positives, since a blank there is unknown rather than negative.
@@ -52,17 +57,19 @@ def agreement(output: str, expert: Labels, kind: LabelKind, fmt: CompletionForma
     parsed = parse_completion(output, fmt)
     if parsed.error is not None:
         return -float(len(OBSERVATIONS)) - 1
+    labels = parsed.labels if context is None else aggregate_mentions([*context, parsed.labels])
     if kind == "full":
-        return float(sum(parsed.labels[name] == expert.get(name) for name in OBSERVATIONS))
-    predicted = {name for name in OBSERVATIONS if parsed.labels[name] == 1}
+        return float(sum(labels[name] == expert.get(name) for name in OBSERVATIONS))
+    predicted = {name for name in OBSERVATIONS if labels[name] == 1}
     present = {name for name in OBSERVATIONS if expert.get(name) == 1}
     return float(len(predicted & present) - len(predicted - present))
 
 
-def rank_pairs(study_id: str, prompt: str, candidates: list[str], expert: Labels, kind: LabelKind, fmt: CompletionFormat, max_pairs: int) -> list[dict[str, object]]:
-    """Chosen/rejected pairs among the distinct candidates of one report, largest margins first."""
+def rank_pairs(study_id: str, prompt: str, candidates: list[str], expert: Labels, kind: LabelKind, fmt: CompletionFormat, max_pairs: int, context: Sequence[Labels] | None = None) -> list[dict[str, object]]:
+    """Chosen/rejected pairs among the distinct candidates of one prompt, largest margins first
+    (``context``: see :func:`agreement`)."""
     distinct = list(dict.fromkeys(c.strip() for c in candidates))
-    scored = sorted(((agreement(c, expert, kind, fmt), c) for c in distinct), key=lambda sc: -sc[0])
+    scored = sorted(((agreement(c, expert, kind, fmt, context), c) for c in distinct), key=lambda sc: -sc[0])
     pairs = [
         {"study_id": study_id, "prompt": prompt, "chosen": a, "rejected": b, "margin": sa - sb, "source": "simulated", "annotator": None}
         for (sa, a), (sb, b) in itertools.combinations(scored, 2)
@@ -108,21 +115,34 @@ def read_human_judgements(path: str, reports: pl.DataFrame, fmt: CompletionForma
 
 
 def simulated_preferences(policy_dir: str, reports: pl.DataFrame, expert: pl.DataFrame, kind: LabelKind, n_candidates: int, temperature: float, max_pairs: int, seed: int, batch_size: int, max_new_tokens: int) -> pl.DataFrame:
-    """Sample candidates from the policy for every report with expert labels, and rank them."""
+    """Sample candidates from the policy for every report with expert labels, and rank them.
+
+    A sentence-unit policy is sampled per distinct sentence; each candidate is judged by the
+    report labels it leads to with the report's other sentences labeled greedily by the policy.
+    """
     from cxrlabel.labelers.llm import LLMLabeler
 
     policy = LLMLabeler(policy_dir, batch_size=batch_size, max_new_tokens=max_new_tokens)
     judged = reports.join(expert, on="study_id", how="inner", maintain_order="left")
     if judged.height == 0:
         raise BadInputError("no report of the preference split has expert labels: use rlhf.judge: human with a judgements file")
-    prompts = [build_prompt(text, policy.format) for text in judged["text"]]
-    candidates = policy.sample([policy.prompt_ids(text)[0] for text in judged["text"]], n_candidates, temperature, seed)
+    units = [policy.units(text) for text in judged["text"]]
+    distinct = list(dict.fromkeys(unit for report in units for unit in report))
+    prompts = [policy.prompt_ids(unit)[0] for unit in distinct]
+    candidates = dict(zip(distinct, policy.sample(prompts, n_candidates, temperature, seed)))
+    greedy = dict(zip(distinct, (policy.parse(output).labels for output in policy.generate(prompts)))) if policy.prompt.unit == "sentence" else {}
     pairs = []
-    for row, prompt, outputs in zip(judged.iter_rows(named=True), prompts, candidates):
-        pairs += rank_pairs(row["study_id"], prompt, outputs, {name: row[name] for name in OBSERVATIONS}, kind, policy.format, max_pairs)
-    distinct = sum(len(set(c.strip() for c in outputs)) for outputs in candidates)
-    log.info("%d reports, %d candidates (%d distinct), %d pairs; %d reports without any pair (all candidates tied)",
-             judged.height, n_candidates * judged.height, distinct, len(pairs), judged.height - len({p["study_id"] for p in pairs}))
+    for row, report in zip(judged.iter_rows(named=True), units):
+        labels = {name: row[name] for name in OBSERVATIONS}
+        report_pairs = []
+        for i, unit in enumerate(report):
+            context = [greedy[other] for j, other in enumerate(report) if j != i] if greedy else None
+            prompt = build_prompt(unit, policy.prompt.format, policy.prompt.unit)
+            report_pairs += rank_pairs(row["study_id"], prompt, candidates[unit], labels, kind, policy.prompt.format, max_pairs, context)
+        pairs += sorted(report_pairs, key=lambda p: -p["margin"])[:max_pairs]
+    n_distinct = sum(len(set(c.strip() for c in outputs)) for outputs in candidates.values())
+    log.info("%d reports, %d %ss, %d candidates (%d distinct), %d pairs; %d reports without any pair (all candidates tied)",
+             judged.height, len(distinct), policy.prompt.unit, n_candidates * len(distinct), n_distinct, len(pairs), judged.height - len({p["study_id"] for p in pairs}))
     return pl.DataFrame(pairs, schema=PREFERENCE_SCHEMA)
 
 

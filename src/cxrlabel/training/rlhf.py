@@ -31,7 +31,7 @@ from transformers import (
     set_seed,
 )
 
-from cxrlabel.instruct import CompletionFormat
+from cxrlabel.instruct import CompletionFormat, PromptSettings, unit_table
 from cxrlabel.io.labels import LabelKind, read_labels
 from cxrlabel.labelers.llm import fit_prompt, read_llm_settings, write_llm_settings
 from cxrlabel.observations import OBSERVATIONS
@@ -86,45 +86,69 @@ def train_reward_model(sft_dir: str, preferences_path: str, out_dir: str, settin
     return metrics
 
 
-def fitted_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], fmt: CompletionFormat, context: int, answer_room: int) -> list[list[int]]:
-    """Prompt token ids of the reports, cut to the context exactly as the LLM labeler cuts them at inference."""
-    fitted = [fit_prompt(tokenizer, text, fmt, context - answer_room) for text in texts]
+def fitted_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], prompt: PromptSettings, context: int, answer_room: int) -> list[list[int]]:
+    """Prompt token ids of the texts, cut to the context exactly as the LLM labeler cuts them at inference."""
+    fitted = [fit_prompt(tokenizer, text, prompt, context - answer_room) for text in texts]
     cut = sum(truncated for _, truncated in fitted)
     log.info("%d prompts; %d (%.1f%%) lost their beginning to fit the context of %d tokens", len(fitted), cut, 100 * cut / max(len(fitted), 1), context)
     return [ids for ids, _ in fitted]
 
 
-def load_policy(sft_dir: str, settings: dict[str, Any], threads: int) -> tuple[AutoModelForCausalLM, PreTrainedTokenizerBase, CompletionFormat, torch.dtype]:
-    """The SFT model to tune (bf16 when the RL settings ask for it), its tokenizer and completion format."""
+def load_policy(sft_dir: str, settings: dict[str, Any], threads: int) -> tuple[AutoModelForCausalLM, PreTrainedTokenizerBase, PromptSettings, torch.dtype]:
+    """The SFT model to tune (bf16 when the RL settings ask for it), its tokenizer and how it is prompted."""
     torch.set_num_threads(threads)
     dtype = weights_dtype(settings)
     policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
-    return policy, AutoTokenizer.from_pretrained(sft_dir, padding_side="left"), read_llm_settings(sft_dir)["format"], dtype
+    return policy, AutoTokenizer.from_pretrained(sft_dir, padding_side="left"), read_llm_settings(sft_dir), dtype
 
 
 def run_ppo(sft_dir: str, reward_dir: str, reports: pl.DataFrame, out_dir: str, settings: dict[str, Any], threads: int) -> None:
     """PPO of the SFT policy against the reward model, on the prompts of ``reports``; saves the policy."""
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    policy, tokenizer, fmt, dtype = load_policy(sft_dir, settings, threads)
+    policy, tokenizer, prompt, dtype = load_policy(sft_dir, settings, threads)
     reference = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
     reward = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1, dtype=dtype)
     value = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1, dtype=dtype)
-    prompts = fitted_prompts(tokenizer, reports["text"].to_list(), fmt, policy.config.max_position_embeddings, settings["response_length"])
+    units = unit_table(reports, prompt.unit)["text"].to_list()
+    prompts = fitted_prompts(tokenizer, units, prompt, policy.config.max_position_embeddings, settings["response_length"])
     config = PPOConfig(output_dir=str(Path(out_dir) / "checkpoints"), report_to="none", save_strategy="no", stop_token="eos", num_sample_generations=0, **settings)
     trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward, value_model=value, train_dataset=Dataset.from_dict({"input_ids": prompts}))
     trainer.train()
-    save_policy(trainer, tokenizer, out_dir, fmt)  # the policy alone, without the value head
+    save_policy(trainer, tokenizer, out_dir, prompt)  # the policy alone, without the value head
 
 
-def gold_agreement_reward(expert: dict[str, Labels], kind: LabelKind, fmt: CompletionFormat) -> Callable[..., list[float]]:
+def gold_agreement_reward(expert: dict[str, Labels], kind: LabelKind, fmt: CompletionFormat, contexts: dict[tuple[str, int], list[Labels]] | None = None) -> Callable[..., list[float]]:
     """The verifiable reward: a completion's agreement with the expert labels of its report
-    (:func:`~cxrlabel.training.preferences.agreement`), per observation, so about -1 to 1."""
+    (:func:`~cxrlabel.training.preferences.agreement`), per observation, so about -1 to 1.
 
-    def gold_agreement(prompts: list[str], completions: list[str], study_id: list[str], **_: Any) -> list[float]:
-        return [agreement(completion, expert[study], kind, fmt) / len(OBSERVATIONS) for completion, study in zip(completions, study_id)]
+    ``contexts`` (sentence units): per (study_id, position) the labels of the report's other
+    sentences, with which a sentence's completion is aggregated before it is judged.
+    """
+
+    def gold_agreement(prompts: list[str], completions: list[str], study_id: list[str], position: list[int], **_: Any) -> list[float]:
+        return [
+            agreement(completion, expert[study], kind, fmt, contexts[(study, at)] if contexts is not None else None) / len(OBSERVATIONS)
+            for completion, study, at in zip(completions, study_id, position)
+        ]
 
     return gold_agreement
+
+
+def sentence_contexts(policy_dir: str, reports: pl.DataFrame) -> dict[tuple[str, int], list[Labels]]:
+    """Per (study_id, position) of every sentence of ``reports``, the labels the policy gives the
+    report's other sentences (greedy), for judging one sentence's sampled completion."""
+    from cxrlabel.labelers.llm import LLMLabeler
+
+    policy = LLMLabeler(policy_dir)
+    units = [policy.units(text) for text in reports["text"]]
+    distinct = list(dict.fromkeys(unit for report in units for unit in report))
+    labels = dict(zip(distinct, (policy.parse(output).labels for output in policy.generate([policy.prompt_ids(u)[0] for u in distinct]))))
+    return {
+        (study_id, i): [labels[other] for j, other in enumerate(report) if j != i]
+        for study_id, report in zip(reports["study_id"], units)
+        for i in range(len(report))
+    }
 
 
 def run_group_rl(algorithm: str, sft_dir: str, reports: pl.DataFrame, out_dir: str, settings: dict[str, Any], threads: int,
@@ -137,7 +161,7 @@ def run_group_rl(algorithm: str, sft_dir: str, reports: pl.DataFrame, out_dir: s
     config_class, trainer_class = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}[algorithm]
     if reward_dir is None and expert is None:
         raise ValueError(f"{algorithm}: no reward: give the learned reward model, the expert labels, or both")
-    policy, tokenizer, fmt, dtype = load_policy(sft_dir, settings, threads)
+    policy, tokenizer, prompt, dtype = load_policy(sft_dir, settings, threads)
     reward_funcs: list[Any] = []
     if reward_dir is not None:
         reward_funcs.append(AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1, dtype=dtype))
@@ -146,20 +170,22 @@ def run_group_rl(algorithm: str, sft_dir: str, reports: pl.DataFrame, out_dir: s
         if reports.height == 0:
             raise ValueError(f"{algorithm}: the verifiable reward needs expert labels, and no report of the prompt split has them")
         labels = {row["study_id"]: {name: row[name] for name in OBSERVATIONS} for row in expert.iter_rows(named=True)}
-        reward_funcs.append(gold_agreement_reward(labels, kind, fmt))
-    prompts = fitted_prompts(tokenizer, reports["text"].to_list(), fmt, policy.config.max_position_embeddings, settings["max_completion_length"])
-    dataset = Dataset.from_dict({"prompt": tokenizer.batch_decode(prompts), "study_id": reports["study_id"].to_list()})
+        contexts = sentence_contexts(sft_dir, reports) if prompt.unit == "sentence" else None
+        reward_funcs.append(gold_agreement_reward(labels, kind, prompt.format, contexts))
+    units = unit_table(reports, prompt.unit)
+    prompts = fitted_prompts(tokenizer, units["text"].to_list(), prompt, policy.config.max_position_embeddings, settings["max_completion_length"])
+    dataset = Dataset.from_dict({"prompt": tokenizer.batch_decode(prompts), "study_id": units["study_id"].to_list(), "position": units["position"].to_list()})
     config = config_class(output_dir=str(Path(out_dir) / "checkpoints"), report_to="none", save_strategy="no", **settings)
     trainer = trainer_class(model=policy, reward_funcs=reward_funcs, args=config, train_dataset=dataset, processing_class=tokenizer)
     trainer.train()
-    save_policy(trainer, tokenizer, out_dir, fmt)
+    save_policy(trainer, tokenizer, out_dir, prompt)
 
 
-def save_policy(trainer: Any, tokenizer: PreTrainedTokenizerBase, out_dir: str, fmt: CompletionFormat) -> None:
+def save_policy(trainer: Any, tokenizer: PreTrainedTokenizerBase, out_dir: str, prompt: PromptSettings) -> None:
     """The tuned policy as a standard HF folder that the LLM labeler loads."""
     trainer.save_model(out_dir)
     tokenizer.save_pretrained(out_dir)
-    write_llm_settings(out_dir, fmt)
+    write_llm_settings(out_dir, prompt)
 
 
 def train_rl_policy(algorithm: str, inputs: dict[str, str], out_dir: str, settings: dict[str, Any], rewards: list[str], prompt_split: str, threads: int) -> None:

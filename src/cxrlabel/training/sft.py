@@ -39,19 +39,17 @@ def run_sft(base_dir: str, train_path: str, validate_path: str, out_dir: str, se
     checkpoints = Path(out_dir) / "checkpoints"
     tokenizer = AutoTokenizer.from_pretrained(base_dir, padding_side="left")
     model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=weights_dtype(settings))
-    config = SFTConfig(
-        output_dir=str(checkpoints),
-        report_to="none",
-        save_strategy="steps",
-        save_total_limit=2,
-        eval_strategy="no",
-        dataloader_num_workers=0,
-        completion_only_loss=True,
-        packing=False,
-        disable_tqdm=False,
-        logging_first_step=True,
-        **settings,
-    )
+    defaults = {
+        "save_strategy": "steps",
+        "save_total_limit": 2,
+        "eval_strategy": "no",
+        "dataloader_num_workers": 0,
+        "completion_only_loss": True,
+        "packing": False,
+        "disable_tqdm": False,
+        "logging_first_step": True,
+    }
+    config = SFTConfig(output_dir=str(checkpoints), report_to="none", **(defaults | settings))
     trainer = SFTTrainer(
         model=model,
         args=config,

@@ -44,6 +44,11 @@ def evaluation_inputs(wildcards):
     } | predictions
 
 
+def prompt_settings():
+    """How the LLM is prompted (cxrlabel.instruct.PromptSettings): format, unit, lower case."""
+    return {"format": config["instruct"]["format"], "unit": config["instruct"]["unit"], "lowercase": config["instruct"]["lowercase"]}
+
+
 def instruct_labels(wildcards):
     """Silver labels of the instruction sets: the corpus's own, or the rule labeler's."""
     if config["instruct"]["labels"] == "rule":

@@ -16,9 +16,9 @@ rule instruct:
         mem_mb=resources_of("instruct")["mem_mb"],
         runtime=resources_of("instruct")["runtime"],
     params:
-        fmt=config["instruct"]["format"],
+        prompt=prompt_settings(),
         splits=SPLITS,
-        unit=config["instruct"]["unit"],
+        oversample=config["instruct"]["oversample_rare"],
         recombined=config["instruct"]["recombined_reports"],
         seed=config["instruct"]["seed"],
     script:

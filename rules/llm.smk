@@ -20,6 +20,7 @@ rule base_model:
         base=config["llm"]["base"],
         allow_download=config["llm"]["allow_download"],
         tiny=config["llm"]["tiny"],
+        lowercase=config["instruct"]["lowercase"],
     script:
         "../workflow/scripts/base_model.py"
 
@@ -45,8 +46,7 @@ rule sft:
         gpu=resources_of("sft")["gpu"],
     params:
         settings=config["llm"]["sft"],
-        fmt=config["instruct"]["format"],
-        unit=config["instruct"]["unit"],
+        prompt=prompt_settings(),
     script:
         "../workflow/scripts/sft.py"
 

@@ -20,7 +20,7 @@ rule preferences:
         rlhf=preference_settings(),
         batch_size=config["llm"]["inference"]["batch_size"],
         max_new_tokens=config["llm"]["inference"]["max_new_tokens"],
-        fmt=config["instruct"]["format"],
+        prompt=prompt_settings(),
     script:
         "../workflow/scripts/preferences.py"
 

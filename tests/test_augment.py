@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from cxrlabel.augment import RECOMBINED_PREFIX, recombined_reports
-from cxrlabel.instruct import parse_completion, recombined_instructions, write_instruction_sets
+from cxrlabel.instruct import PromptSettings, parse_completion, recombined_instructions, write_instruction_sets
 from cxrlabel.io.labels import labels_schema, write_labels
 from cxrlabel.labelers.rule import RuleLabeler
 from cxrlabel.observations import OBSERVATIONS
@@ -37,7 +37,7 @@ def test_recombined_reports_draw_whole_distinct_training_sentences_and_are_repro
 
 
 def test_recombined_labels_are_the_rule_labelers_and_follow_the_sentences():
-    table = recombined_instructions(TRAIN, 40, seed=0, fmt="mentioned")
+    table = recombined_instructions(TRAIN, 40, seed=0, prompt=PromptSettings("mentioned"))
     assert table.height == 40 and table["study_id"][0] == f"{RECOMBINED_PREFIX}000000"
     rule = RuleLabeler()
     for prompt, completion in zip(table["prompt"], table["completion"]):
@@ -56,7 +56,7 @@ def test_only_the_training_split_gets_recombined_reports(tmp_path):
     reports.write_parquet(tmp_path / "reports.parquet")
     write_labels(labels, tmp_path / "labels.parquet", "full")
     out = {split: str(tmp_path / f"{split}.parquet") for split in ("train", "validate")}
-    write_instruction_sets(str(tmp_path / "reports.parquet"), str(tmp_path / "labels.parquet"), "mentioned", out, recombined=7, seed=0)
+    write_instruction_sets(str(tmp_path / "reports.parquet"), str(tmp_path / "labels.parquet"), PromptSettings("mentioned"), out, recombined=7, seed=0)
     train, validate = (pl.read_parquet(out[split]) for split in ("train", "validate"))
     assert train.height == 3 + 7 and train["study_id"].str.starts_with(RECOMBINED_PREFIX).sum() == 7
     assert validate["study_id"].to_list() == ["d"]

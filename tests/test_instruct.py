@@ -6,7 +6,7 @@ import random
 import polars as pl
 import pytest
 
-from cxrlabel.instruct import build_prompt, instruction_table, parse_completion, sentence_instruction_table, serialize_labels, unit_table
+from cxrlabel.instruct import PromptSettings, build_prompt, instruction_table, oversample_rare, parse_completion, sentence_instruction_table, serialize_labels, unit_table
 from cxrlabel.io.labels import labels_schema
 from cxrlabel.observations import OBSERVATIONS
 
@@ -80,7 +80,7 @@ def test_instruction_table_pairs_reports_with_their_labels_in_report_order():
     labels = pl.DataFrame(
         [{"study_id": "a", "No Finding": 1}, {"study_id": "b", "Edema": 1}], schema=labels_schema()
     )
-    table = instruction_table(reports, labels, "mentioned")
+    table = instruction_table(reports, labels, PromptSettings("mentioned"))
     assert table["study_id"].to_list() == ["b", "a"]
     assert table["completion"].to_list() == ['{"Edema": "positive"}', '{"No Finding": "positive"}']
 
@@ -96,7 +96,7 @@ def test_report_unit_prompts_are_the_papers_and_sentence_prompts_say_sentence():
 
 def test_sentence_instructions_pair_every_sentence_with_the_rule_labels_of_its_mentions():
     reports = pl.DataFrame({"study_id": ["a", "b"], "text": ["Heart size is normal. No effusion.", "No effusion. Possible pneumonia."]})
-    table = sentence_instruction_table(reports, "mentioned")
+    table = sentence_instruction_table(reports, PromptSettings("mentioned", "sentence"))
     assert table["study_id"].to_list() == ["a", "a", "b", "b"]  # recurring sentences recur
     assert [p.rsplit("Sentence: ", 1)[1][: -len("\n\nLabels:\n")] for p in table["prompt"]] == ["Heart size is normal.", "No effusion.", "No effusion.", "Possible pneumonia."]
     # No Finding is a report-level label: never in a sentence's completion
@@ -107,3 +107,17 @@ def test_unit_table_holds_each_distinct_text_once_with_its_first_report():
     reports = pl.DataFrame({"study_id": ["a", "b"], "text": ["No effusion. Clear lungs.", "Edema. No effusion."]})
     assert unit_table(reports, "sentence").rows() == [("a", 0, "No effusion."), ("a", 1, "Clear lungs."), ("b", 0, "Edema.")]
     assert unit_table(reports, "report").rows() == [("a", 0, "No effusion. Clear lungs."), ("b", 0, "Edema. No effusion.")]
+
+
+def test_rare_label_classes_are_repeated_up_to_the_cap():
+    edema, pneumothorax, nothing = '{"Edema": "positive"}', '{"Pneumothorax": "positive", "Edema": "positive"}', "{}"
+    table = pl.DataFrame({"study_id": list("abcdefg"), "prompt": list("abcdefg"), "completion": [edema] * 4 + [pneumothorax, nothing, nothing]})
+    # classes: Edema+ in 5, Pneumothorax+ in 1; median class count 5: the pneumothorax instance 5x, capped at 3
+    assert oversample_rare(table, "mentioned", 3)["study_id"].to_list() == ["a", "b", "c", "d", "e", "e", "e", "f", "g"]
+    assert oversample_rare(table, "mentioned", 1).equals(table)
+
+
+def test_lower_case_prompts_lower_only_the_report_text():
+    prompt = PromptSettings("mentioned", "sentence", lowercase=True).build("No Pleural EFFUSION.")
+    assert prompt.startswith("Label the sentence") and prompt.endswith("Sentence: no pleural effusion.\n\nLabels:\n")
+    assert PromptSettings("mentioned").build("No EFFUSION.") == build_prompt("No EFFUSION.", "mentioned")

@@ -62,6 +62,15 @@ def test_sft_resumes_from_its_last_checkpoint(base, tmp_path, caplog):
     assert (tmp_path / "sft/checkpoints/checkpoint-6").is_dir() and (tmp_path / "sft/model.safetensors").is_file()
 
 
+def test_sft_is_deterministic_in_a_fresh_folder(base, tmp_path):
+    """Same base, data and seed: the same weights, also with batches grouped by length."""
+    weights = []
+    for run in ("a", "b"):
+        run_sft(str(base), str(base / "train.parquet"), str(base / "train.parquet"), str(tmp_path / run), sft_settings(4) | {"train_sampling_strategy": "group_by_length"}, threads=2)
+        weights.append(AutoModelForCausalLM.from_pretrained(tmp_path / run).state_dict())
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
 def test_batched_generation_equals_one_at_a_time_and_long_reports_are_flagged(base, tmp_path):
     write_llm_settings(str(base), PromptSettings("mentioned"))
     labeler = LLMLabeler(str(base), batch_size=3, max_new_tokens=12)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from cxrlabel.instruct import PromptSettings
 from cxrlabel.io.records import BadInputError, DropLog
 from cxrlabel.observations import OBSERVATIONS
 from cxrlabel.training.preferences import agreement, rank_pairs, read_human_judgements
@@ -59,7 +60,7 @@ def test_human_judgements_with_invalid_rows_reported(tmp_path):
         orient="row",
     ).write_csv(path)
     drops = DropLog()
-    pairs = read_human_judgements(str(path), REPORTS, "mentioned", drops)
+    pairs = read_human_judgements(str(path), REPORTS, PromptSettings("mentioned"), drops)
     assert pairs.select("study_id", "chosen", "rejected", "source", "annotator").rows() == [
         ("1", GOOD, HALF, "human", "rad1"),
         ("2", "x", "y", "human", "rad2"),
@@ -72,11 +73,11 @@ def test_human_judgements_jsonl_and_header_errors(tmp_path):
     path = tmp_path / "judgements.jsonl"
     path.write_text('{"study_id": "2", "output_a": "a", "output_b": "b", "preferred": "a", "annotator": "r"}\n{"study_id": "1"\n')
     with pytest.raises(BadInputError, match=r"judgements\.jsonl: line 2: not JSON"):
-        read_human_judgements(str(path), REPORTS, "mentioned", DropLog())
+        read_human_judgements(str(path), REPORTS, PromptSettings("mentioned"), DropLog())
     bad = tmp_path / "bad.csv"
     bad.write_text("study_id,a,b\n1,x,y\n")
     with pytest.raises(BadInputError, match=r"missing column\(s\) \['output_a'"):
-        read_human_judgements(str(bad), REPORTS, "mentioned", DropLog())
+        read_human_judgements(str(bad), REPORTS, PromptSettings("mentioned"), DropLog())
 
 
 def test_a_sentence_output_is_judged_by_the_report_labels_it_leads_to():

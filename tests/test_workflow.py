@@ -93,7 +93,7 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
     assert train.height > 3 * pl.read_parquet(results / "corpus/reports.parquet").filter(pl.col("split") == "train").height
     assert train["prompt"].str.contains("\n\nSentence: ").all() and not train["completion"].str.contains("No Finding").any()
     for model in ("sft", "ppo", "grpo"):
-        assert json.loads((results / f"models/{model}/cxrlabel_llm.json").read_text()) == {"format": "mentioned", "unit": "sentence"}
+        assert json.loads((results / f"models/{model}/cxrlabel_llm.json").read_text()) == {"format": "mentioned", "unit": "sentence", "lowercase": False}
     pairs = pl.read_parquet(results / "rlhf/preferences.parquet")
     assert pairs.height > 0 and pairs["prompt"].str.contains("\n\nSentence: ").all()
     agreement = pl.read_csv(results / "tables/table7_agreement_with_silver.csv")

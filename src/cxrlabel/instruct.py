@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from typing import Literal
 
@@ -55,10 +57,17 @@ PAIR = re.compile(r'"(?P<name>[^"]+)"\s*:\s*"(?P<word>[a-z]+)"')
 
 @dataclass(frozen=True)
 class PromptSettings:
-    """How a model is prompted and answers: its completion format and its unit (recorded beside it)."""
+    """How a model is prompted and answers (recorded beside it): its completion format, its unit,
+    and whether the text is lower-cased (the rule labeler reads lower case too: "No effusion"
+    and "no effusion" are then the same tokens)."""
 
     format: CompletionFormat
     unit: Unit = "report"
+    lowercase: bool = False
+
+    def build(self, text: str) -> str:
+        """The prompt for one unit's text."""
+        return build_prompt(text.lower() if self.lowercase else text, self.format, self.unit)
 
 
 @dataclass(frozen=True)
@@ -128,17 +137,17 @@ def unit_table(reports: pl.DataFrame, unit: Unit) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"study_id": pl.String, "position": pl.Int32, "text": pl.String}, orient="row")
 
 
-def instruction_table(reports: pl.DataFrame, labels: pl.DataFrame, fmt: CompletionFormat) -> pl.DataFrame:
+def instruction_table(reports: pl.DataFrame, labels: pl.DataFrame, prompt: PromptSettings) -> pl.DataFrame:
     """``study_id, prompt, completion`` for every report that has labels, in report order."""
     joined = reports.select("study_id", "text").join(labels, on="study_id", how="inner", maintain_order="left")
     rows = [
-        {"study_id": row["study_id"], "prompt": build_prompt(row["text"], fmt), "completion": serialize_labels(row, fmt)}
+        {"study_id": row["study_id"], "prompt": prompt.build(row["text"]), "completion": serialize_labels(row, prompt.format)}
         for row in joined.iter_rows(named=True)
     ]
     return pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA)
 
 
-def sentence_instruction_table(reports: pl.DataFrame, fmt: CompletionFormat) -> pl.DataFrame:
+def sentence_instruction_table(reports: pl.DataFrame, prompt: PromptSettings) -> pl.DataFrame:
     """``study_id, prompt, completion`` for every sentence of every report, in order, labeled by the
     rule labeler. Sentences that recur ("The lungs are clear.") recur here as often as in the
     reports: trained on distinct sentences only, the model agreed less with the rule labeler
@@ -147,14 +156,33 @@ def sentence_instruction_table(reports: pl.DataFrame, fmt: CompletionFormat) -> 
 
     rule = RuleLabeler()
     rows = [
-        {"study_id": study_id, "prompt": build_prompt(sentence, fmt, "sentence"), "completion": serialize_labels(rule.sentence_labels(sentence), fmt)}
+        {"study_id": study_id, "prompt": prompt.build(sentence), "completion": serialize_labels(rule.sentence_labels(sentence), prompt.format)}
         for study_id, text in zip(reports["study_id"], reports["text"])
         for sentence in split_sentences(text)
     ]
     return pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA)
 
 
-def recombined_instructions(train_texts: list[str], n: int, seed: int, fmt: CompletionFormat) -> pl.DataFrame:
+def oversample_rare(table: pl.DataFrame, fmt: CompletionFormat, cap: int) -> pl.DataFrame:
+    """``table`` with each instance repeated ``ceil(median / n)`` times, at most ``cap``, where ``n``
+    counts the instances that share its rarest label class (observation x certainty) and ``median``
+    is the median of those counts over all classes; instances in order, repeats together.
+
+    Rare findings (OpenI: 12 training sentences with a positive pneumothorax against 1,100 with a
+    positive lung opacity) are then seen often enough to be learned; the BERT classifier gets
+    the same push from its inverse-frequency class weights.
+    """
+    labels = [parse_completion(completion, fmt).labels for completion in table["completion"]]
+    classes = [[(name, code) for name, code in row.items() if code is not None] for row in labels]
+    counts = Counter(c for row in classes for c in row)
+    if cap <= 1 or not counts:
+        return table
+    median = sorted(counts.values())[len(counts) // 2]
+    repeats = [min(cap, max([math.ceil(median / counts[c]) for c in row], default=1)) for row in classes]
+    return table.select(pl.all().repeat_by(pl.Series(repeats, dtype=pl.UInt32)).explode())
+
+
+def recombined_instructions(train_texts: list[str], n: int, seed: int, prompt: PromptSettings) -> pl.DataFrame:
     """``n`` instances of reports recombined from the training reports' sentences
     (:mod:`cxrlabel.augment`), labeled by the rule labeler."""
     from cxrlabel.augment import RECOMBINED_PREFIX, recombined_reports
@@ -164,13 +192,14 @@ def recombined_instructions(train_texts: list[str], n: int, seed: int, fmt: Comp
     rule = RuleLabeler()
     ids = [f"{RECOMBINED_PREFIX}{i:06d}" for i in range(n)]
     labels = pl.DataFrame([rule.label(text) for text in texts], schema={name: pl.Int8 for name in OBSERVATIONS}, orient="row")
-    return instruction_table(pl.DataFrame({"study_id": ids, "text": texts}), labels.insert_column(0, pl.Series("study_id", ids)), fmt)
+    return instruction_table(pl.DataFrame({"study_id": ids, "text": texts}), labels.insert_column(0, pl.Series("study_id", ids)), prompt)
 
 
-def write_instruction_sets(reports_path: str, labels_path: str, fmt: CompletionFormat, out: dict[str, str], unit: Unit = "report", recombined: int = 0, seed: int = 0) -> None:
+def write_instruction_sets(reports_path: str, labels_path: str, prompt: PromptSettings, out: dict[str, str], oversample: int = 1, recombined: int = 0, seed: int = 0) -> None:
     """Write one instruction parquet per split in ``out``; reports without labels are counted, not paired.
 
-    ``unit`` sentence pairs sentences with the rule labeler's labels of them instead.
+    A sentence ``prompt.unit`` pairs sentences with the rule labeler's labels of them instead.
+    ``oversample`` > 1 repeats training instances of rare label classes (:func:`oversample_rare`).
     ``recombined`` > 0 adds that many recombined reports to the training split (only there).
     """
     reports = pl.read_parquet(reports_path)
@@ -178,12 +207,15 @@ def write_instruction_sets(reports_path: str, labels_path: str, fmt: CompletionF
     for split, path in out.items():
         in_split = reports.filter(pl.col("split") == split)
         labeled = in_split.join(labels.select("study_id"), on="study_id", how="semi", maintain_order="left")
-        if unit == "sentence":
-            table = sentence_instruction_table(labeled, fmt)
+        if prompt.unit == "sentence":
+            table = sentence_instruction_table(labeled, prompt)
         else:
-            table = instruction_table(labeled, labels, fmt)
+            table = instruction_table(labeled, labels, prompt)
         log.info("instruct %s: %d pairs from %d reports (%d without labels)", split, table.height, in_split.height, in_split.height - labeled.height)
+        if split == "train" and oversample > 1:
+            table = oversample_rare(table, prompt.format, oversample)
+            log.info("instruct train: %d pairs after repeating those with rare label classes (at most %dx)", table.height, oversample)
         if split == "train" and recombined > 0:
-            table = pl.concat([table, recombined_instructions(labeled["text"].to_list(), recombined, seed, fmt)])
+            table = pl.concat([table, recombined_instructions(labeled["text"].to_list(), recombined, seed, prompt)])
             log.info("instruct train: + %d recombined reports (seed %d), %d pairs in all", recombined, seed, table.height)
         table.write_parquet(path)

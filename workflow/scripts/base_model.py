@@ -13,4 +13,5 @@ with logged(snakemake.log[0]):
         reports,
         (instructions["prompt"] + instructions["completion"]).to_list(),
         TinyModelSpec(**snakemake.params.tiny, threads=snakemake.threads),
+        snakemake.params.lowercase,
     )

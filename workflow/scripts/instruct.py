@@ -1,13 +1,13 @@
-from cxrlabel.instruct import write_instruction_sets
+from cxrlabel.instruct import PromptSettings, write_instruction_sets
 from cxrlabel.runlog import logged
 
 with logged(snakemake.log[0]):
     write_instruction_sets(
         snakemake.input.reports,
         snakemake.input.labels,
-        snakemake.params.fmt,
+        PromptSettings(**snakemake.params.prompt),
         dict(zip(snakemake.params.splits, snakemake.output)),
-        snakemake.params.unit,
+        snakemake.params.oversample,
         snakemake.params.recombined,
         snakemake.params.seed,
     )

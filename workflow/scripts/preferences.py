@@ -1,3 +1,4 @@
+from cxrlabel.instruct import PromptSettings
 from cxrlabel.runlog import logged
 from cxrlabel.training.preferences import collect_preferences
 
@@ -5,7 +6,7 @@ with logged(snakemake.log[0]):
     collect_preferences(
         dict(snakemake.input),
         snakemake.params.rlhf,
-        snakemake.params.fmt,
+        PromptSettings(**snakemake.params.prompt),
         snakemake.params.batch_size,
         snakemake.params.max_new_tokens,
         dict(snakemake.output),

@@ -6,4 +6,4 @@ from cxrlabel.training.sft import run_sft
 with logged(snakemake.log[0]):
     out = snakemake.output[0]
     run_sft(snakemake.input.base, snakemake.input.train, snakemake.input.validate, out, snakemake.params.settings, snakemake.threads)
-    write_llm_settings(out, PromptSettings(snakemake.params.fmt, snakemake.params.unit))
+    write_llm_settings(out, PromptSettings(**snakemake.params.prompt))

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from cxrlabel.instruct import Parsed, PromptSettings, build_prompt, parse_completion, units_of
+from cxrlabel.instruct import Parsed, PromptSettings, parse_completion, units_of
 from cxrlabel.labelers import Labeled, Labels
 from cxrlabel.observations import aggregate_mentions
 
@@ -48,13 +48,13 @@ def read_llm_settings(model_dir: str) -> PromptSettings:
 def fit_prompt(tokenizer: PreTrainedTokenizerBase, text: str, prompt: PromptSettings, budget: int) -> tuple[list[int], bool]:
     """Token ids of the prompt for ``text`` in at most ``budget`` tokens (the context less the
     answer's room), and whether the text had to lose its beginning (not its impression) to fit."""
-    ids = tokenizer(build_prompt(text, prompt.format, prompt.unit))["input_ids"]
+    ids = tokenizer(prompt.build(text))["input_ids"]
     if len(ids) <= budget:
         return ids, False
     report = tokenizer(text)["input_ids"]
     keep = max(0, len(report) - (len(ids) - budget) - 8)  # a margin for re-tokenisation at the cut
     shortened = tokenizer.decode(report[len(report) - keep :])
-    return tokenizer(build_prompt(shortened, prompt.format, prompt.unit))["input_ids"][-budget:], True
+    return tokenizer(prompt.build(shortened))["input_ids"][-budget:], True
 
 
 def left_pad(sequences: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:

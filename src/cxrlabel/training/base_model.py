@@ -41,6 +41,7 @@ class TinyModelSpec:
     num_key_value_heads: int = 2
     intermediate_size: int = 768
     max_position_embeddings: int = 2048
+    attention_dropout: float = 0.0
     pretrain_epochs: float = 1.0
     pretrain_block: int = 256
     pretrain_batch_size: int = 8
@@ -85,6 +86,7 @@ def build_tiny_model(tokenizer: PreTrainedTokenizerFast, spec: TinyModelSpec) ->
         num_key_value_heads=spec.num_key_value_heads,
         intermediate_size=spec.intermediate_size,
         max_position_embeddings=spec.max_position_embeddings,
+        attention_dropout=spec.attention_dropout,
         rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
@@ -122,8 +124,10 @@ def pretrain(model: Qwen2ForCausalLM, tokenizer: PreTrainedTokenizerFast, texts:
     return running
 
 
-def build_base_model(out_dir: str, base: str | None, allow_download: bool, reports: list[str], instruction_texts: list[str], spec: TinyModelSpec) -> None:
-    """Write the base model folder: a copy of ``base`` (local or hub), or a tiny model built from scratch."""
+def build_base_model(out_dir: str, base: str | None, allow_download: bool, reports: list[str], instruction_texts: list[str], spec: TinyModelSpec, lowercase: bool = False) -> None:
+    """Write the base model folder: a copy of ``base`` (local or hub), or a tiny model built from
+    scratch, its tokenizer trained on and its pretraining done on ``reports`` (lower-cased where
+    the prompts are) and the instruction texts."""
     torch.manual_seed(spec.seed)
     torch.set_num_threads(spec.threads)
     if base:
@@ -135,6 +139,7 @@ def build_base_model(out_dir: str, base: str | None, allow_download: bool, repor
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
     else:
+        reports = [text.lower() for text in reports] if lowercase else reports
         tokenizer = train_tokenizer(reports + instruction_texts, spec.vocab_size)
         model = build_tiny_model(tokenizer, spec)
         log.info("built a Qwen2 model with %d parameters, vocabulary %d", model.num_parameters(), len(tokenizer))

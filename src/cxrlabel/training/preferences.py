@@ -22,7 +22,7 @@ from pathlib import Path
 
 import polars as pl
 
-from cxrlabel.instruct import CompletionFormat, build_prompt, parse_completion
+from cxrlabel.instruct import CompletionFormat, PromptSettings, parse_completion
 from cxrlabel.io.labels import LabelKind
 from cxrlabel.io.records import BadInputError, DropLog
 from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
@@ -78,7 +78,7 @@ def rank_pairs(study_id: str, prompt: str, candidates: list[str], expert: Labels
     return sorted(pairs, key=lambda p: -p["margin"])[:max_pairs]
 
 
-def read_human_judgements(path: str, reports: pl.DataFrame, fmt: CompletionFormat, drops: DropLog) -> pl.DataFrame:
+def read_human_judgements(path: str, reports: pl.DataFrame, prompt: PromptSettings, drops: DropLog) -> pl.DataFrame:
     """Pairs from a radiologist's judgements; rows naming an unknown study, an invalid choice, or
     two identical outputs are dropped into ``drops`` with their line."""
     source = Path(path)
@@ -110,7 +110,7 @@ def read_human_judgements(path: str, reports: pl.DataFrame, fmt: CompletionForma
             drops.drop(*where, "not_a_pair", "output_a and output_b must be two different, non-empty outputs")
         else:
             chosen, rejected = (row["output_a"], row["output_b"]) if preferred == "a" else (row["output_b"], row["output_a"])
-            rows.append({"study_id": row["study_id"], "prompt": build_prompt(texts[row["study_id"]], fmt), "chosen": chosen.strip(), "rejected": rejected.strip(), "margin": 1.0, "source": "human", "annotator": row["annotator"]})
+            rows.append({"study_id": row["study_id"], "prompt": prompt.build(texts[row["study_id"]]), "chosen": chosen.strip(), "rejected": rejected.strip(), "margin": 1.0, "source": "human", "annotator": row["annotator"]})
     return pl.DataFrame(rows, schema=PREFERENCE_SCHEMA)
 
 
@@ -137,7 +137,7 @@ def simulated_preferences(policy_dir: str, reports: pl.DataFrame, expert: pl.Dat
         report_pairs = []
         for i, unit in enumerate(report):
             context = [greedy[other] for j, other in enumerate(report) if j != i] if greedy else None
-            prompt = build_prompt(unit, policy.prompt.format, policy.prompt.unit)
+            prompt = policy.prompt.build(unit)
             report_pairs += rank_pairs(row["study_id"], prompt, candidates[unit], labels, kind, policy.prompt.format, max_pairs, context)
         pairs += sorted(report_pairs, key=lambda p: -p["margin"])[:max_pairs]
     n_distinct = sum(len(set(c.strip() for c in outputs)) for outputs in candidates.values())
@@ -146,14 +146,14 @@ def simulated_preferences(policy_dir: str, reports: pl.DataFrame, expert: pl.Dat
     return pl.DataFrame(pairs, schema=PREFERENCE_SCHEMA)
 
 
-def collect_preferences(inputs: dict[str, str], rlhf: dict, fmt: CompletionFormat, batch_size: int, max_new_tokens: int, out: dict[str, str]) -> pl.DataFrame:
+def collect_preferences(inputs: dict[str, str], rlhf: dict, prompt: PromptSettings, batch_size: int, max_new_tokens: int, out: dict[str, str]) -> pl.DataFrame:
     """Build the preference set from the configured judge and write it with its dropped rows."""
     from cxrlabel.io.labels import read_labels
 
     reports = pl.read_parquet(inputs["reports"]).filter(pl.col("split") == rlhf["preference_split"])
     drops = DropLog()
     if rlhf["judge"] == "human":
-        pairs = read_human_judgements(inputs["judgements"], reports, fmt, drops)
+        pairs = read_human_judgements(inputs["judgements"], reports, prompt, drops)
     else:
         expert, kind = read_labels(inputs["expert"])
         pairs = simulated_preferences(

@@ -46,7 +46,11 @@ def evaluation_inputs(wildcards):
 
 def prompt_settings():
     """How the LLM is prompted (cxrlabel.instruct.PromptSettings): format, unit, lower case."""
-    return {"format": config["instruct"]["format"], "unit": config["instruct"]["unit"], "lowercase": config["instruct"]["lowercase"]}
+    return {
+        "format": config["instruct"]["format"],
+        "unit": config["instruct"]["unit"],
+        "lowercase": config["instruct"]["lowercase"],
+    }
 
 
 def instruct_labels(wildcards):

@@ -74,3 +74,16 @@ def test_rule_logs_keep_what_libraries_print(tmp_path):
         assert sys.stdout.isatty() in (True, False) and sys.stdout.encoding  # libraries ask the stream
     text = (tmp_path / "rule.log").read_text()
     assert "labeled 3 reports" in text and "{'loss': 0.25}" in text
+
+
+def test_rule_labeling_imports_no_model_or_table_library(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("report\nNo edema.\n")
+    code = (
+        "import sys; from cxrlabel.cli import main; "
+        f"assert main(['label', '--labeler', 'rule', '--input', {str(source)!r}, '--output', {str(tmp_path / 'out.csv')!r}]) == 0; "
+        "print(sorted(m for m in ('torch', 'transformers', 'polars', 'datasets') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"  # start-up is most of a short run's time

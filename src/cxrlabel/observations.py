@@ -1,16 +1,15 @@
 """The 14 CheXpert observations, their value codes and the No Finding convention.
 
-Labels travel between stages as Int8 columns: 1 positive, 0 negative, -1 uncertain and
-null for blank ("not mentioned"). Blank is never 0: "not mentioned" and "negative" are
-different answers.
+Labels are 1 positive, 0 negative, -1 uncertain and blank ("not mentioned": ``None`` in Python,
+null in tables, whose label columns are Int8; see :mod:`cxrlabel.io.labels`). Blank is never 0:
+"not mentioned" and "negative" are different answers. No table library is imported here, so that
+the rule labeler and ``cxrlabel label --labeler rule`` start fast.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from enum import IntEnum
-
-import polars as pl
 
 #: Canonical column order of the CheXpert / CheXbert tools.
 OBSERVATIONS: tuple[str, ...] = (
@@ -40,8 +39,6 @@ PATHOLOGIES: tuple[str, ...] = tuple(
 #: Spellings used by other releases of the same label files.
 ALIASES: dict[str, str] = {"Airspace Opacity": "Lung Opacity"}
 
-LABEL_DTYPE = pl.Int8
-
 
 class Certainty(IntEnum):
     """A non-blank label; blank is ``None`` wherever labels are held in Python."""
@@ -54,6 +51,9 @@ class Certainty(IntEnum):
     def word(self) -> str:
         return self.name.lower()
 
+
+#: What each code is written as in a CheXpert-format CSV (blank: an empty cell).
+CSV_SPELLING: dict[int, str] = {1: "1.0", 0: "0.0", -1: "-1.0"}
 
 #: Which certainty wins when an observation is mentioned several times in a report.
 AGGREGATION_ORDER: tuple[int, ...] = (Certainty.POSITIVE, Certainty.UNCERTAIN, Certainty.NEGATIVE)

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 import polars as pl
 from tqdm import tqdm
 
-from cxrlabel.io.labels import LABEL_KIND_KEY
+from cxrlabel.io.labels import LABEL_DTYPE, LABEL_KIND_KEY
 from cxrlabel.labelers import Labeled, Labeler
-from cxrlabel.observations import LABEL_DTYPE, OBSERVATIONS
+from cxrlabel.observations import OBSERVATIONS
 
 log = logging.getLogger(__name__)
 

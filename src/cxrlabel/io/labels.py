@@ -15,7 +15,7 @@ from typing import Literal
 import polars as pl
 
 from cxrlabel.io.records import BadInputError, DropLog
-from cxrlabel.observations import ALIASES, LABEL_DTYPE, OBSERVATIONS
+from cxrlabel.observations import ALIASES, CSV_SPELLING, OBSERVATIONS
 
 #: The value spellings found in the real files, mapped to label codes (None = blank).
 VALUE_CODES: dict[str, int | None] = {
@@ -27,8 +27,8 @@ VALUE_CODES: dict[str, int | None] = {
     "-1.0": -1,
     "-1": -1,
 }
-#: What each code is written as in a CheXpert-format CSV.
-CSV_SPELLING: dict[int, str] = {1: "1.0", 0: "0.0", -1: "-1.0"}
+#: Labels travel between stages as Int8 columns (null: blank).
+LABEL_DTYPE = pl.Int8
 
 #: How a labels table's gold is to be read: ``full`` (four classes) or ``positive_only``
 #: (indexer labels: blank means "not indexed as present", never negative).

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import polars as pl
+if TYPE_CHECKING:
+    import polars as pl
 
 
 class BadInputError(ValueError):
     """An input that cannot be read as a whole; the message names the file, the row and the problem."""
 
 
-DROPPED_SCHEMA = {"source_file": pl.String, "record": pl.String, "study_id": pl.String, "reason": pl.String, "detail": pl.String}
+#: The columns of ``dropped.parquet``, all text.
+DROPPED_COLUMNS = ("source_file", "record", "study_id", "reason", "detail")
 
 
 @dataclass
@@ -34,7 +37,9 @@ class DropLog:
         )
 
     def frame(self) -> pl.DataFrame:
-        return pl.DataFrame(self.rows, schema=DROPPED_SCHEMA)
+        import polars as pl  # here, so that BadInputError costs `cxrlabel label --labeler rule` no polars import
+
+        return pl.DataFrame(self.rows, schema={name: pl.String for name in DROPPED_COLUMNS})
 
     def counts(self) -> dict[str, int]:
         return dict(sorted(Counter(row["reason"] for row in self.rows).items()))

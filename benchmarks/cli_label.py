@@ -1,0 +1,73 @@
+"""Whole-process speed of `cxrlabel label --labeler rule` against the rule labeler's own speed.
+
+usage: python benchmarks/cli_label.py [--openi CSV] [--copies 7] [--source NAME=DIR ...]
+
+Writes a CSV of the OpenI dev reports repeated ``--copies`` times (uid, findings, impression:
+15,456 reports by default) and runs the command a user runs, `python -m cxrlabel.cli label`, on
+it as a new process (start-up included), pinned to one core and to two, best of 3. Each
+``--source`` is a checkout whose ``src/`` is put first on the path, so that two versions run side
+by side in one run (default: this checkout). Then the labeler alone, in this process on one core:
+`RuleLabeler.label_batch` over the same texts, best of 3.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+
+ROOT = Path(__file__).resolve().parents[1]
+parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+parser.add_argument("--openi", default=str(ROOT.parent / "shared/data/openi/openi_dev.csv"))
+parser.add_argument("--copies", type=int, default=7)
+parser.add_argument("--source", action="append", help="NAME=DIR: a checkout to run (default: this one)")
+parser.add_argument("--repeats", type=int, default=3)
+args = parser.parse_args()
+
+reports = pacsv.read_csv(args.openi, convert_options=pacsv.ConvertOptions(include_columns=["uid", "findings", "impression"]))
+reports = pa.concat_tables([reports] * args.copies)
+work = Path(tempfile.mkdtemp(prefix="cli-label-"))
+source_csv = work / "reports.csv"
+pacsv.write_csv(reports, source_csv)
+print(f"{reports.num_rows} reports in {source_csv}")
+
+
+def best_wall(command: list[str], env: dict[str, str]) -> float:
+    walls = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        subprocess.run(command, env=env, check=True, capture_output=True)
+        walls.append(time.perf_counter() - start)
+    return min(walls)
+
+
+sources = [entry.split("=", 1) for entry in args.source or [f"this={ROOT}"]]
+print("| source | cores | wall s | reports/s |\n| --- | ---: | ---: | ---: |")
+for name, directory in sources:
+    for cores in ("0", "0,1"):
+        threads = str(len(cores.split(",")))
+        env = os.environ | {"PYTHONPATH": str(Path(directory) / "src"), "OMP_NUM_THREADS": threads, "POLARS_MAX_THREADS": threads}
+        command = ["taskset", "-c", cores, sys.executable, "-m", "cxrlabel.cli", "label", "--labeler", "rule",
+                   "--input", str(source_csv), "--output", str(work / f"{name}.csv")]
+        wall = best_wall(command, env)
+        print(f"| {name} | {threads} | {wall:.2f} | {reports.num_rows / wall:,.0f} |", flush=True)
+
+os.sched_setaffinity(0, {0})
+sys.path.insert(0, str(Path(sources[0][1]) / "src"))
+from cxrlabel.labelers.rule import RuleLabeler  # noqa: E402  (from the first source)
+
+texts = [f"{f or ''} {i or ''}" for f, i in zip(reports["findings"].to_pylist(), reports["impression"].to_pylist())]
+labeler = RuleLabeler()
+walls = []
+for _ in range(args.repeats):
+    start = time.perf_counter()
+    labeler.label_batch(texts)
+    walls.append(time.perf_counter() - start)
+print(f"labeler alone ({sources[0][0]}), 1 core: {min(walls):.2f} s, {len(texts) / min(walls):,.0f} reports/s")

@@ -25,7 +25,7 @@ from typing import Literal
 
 import polars as pl
 
-from cxrlabel.io.labels import read_labels
+from cxrlabel.io.labels import labels_schema, read_labels
 from cxrlabel.observations import OBSERVATIONS, Certainty
 from cxrlabel.text import split_sentences
 
@@ -172,10 +172,12 @@ def oversample_rare(table: pl.DataFrame, fmt: CompletionFormat, cap: int) -> pl.
     positive lung opacity) are then seen often enough to be learned; the BERT classifier gets
     the same push from its inverse-frequency class weights.
     """
+    if cap <= 1:
+        return table
     labels = [parse_completion(completion, fmt).labels for completion in table["completion"]]
     classes = [[(name, code) for name, code in row.items() if code is not None] for row in labels]
     counts = Counter(c for row in classes for c in row)
-    if cap <= 1 or not counts:
+    if not counts:
         return table
     median = sorted(counts.values())[len(counts) // 2]
     repeats = [min(cap, max([math.ceil(median / counts[c]) for c in row], default=1)) for row in classes]
@@ -191,8 +193,8 @@ def recombined_instructions(train_texts: list[str], n: int, seed: int, prompt: P
     texts = recombined_reports(train_texts, n, seed)
     rule = RuleLabeler()
     ids = [f"{RECOMBINED_PREFIX}{i:06d}" for i in range(n)]
-    labels = pl.DataFrame([rule.label(text) for text in texts], schema={name: pl.Int8 for name in OBSERVATIONS}, orient="row")
-    return instruction_table(pl.DataFrame({"study_id": ids, "text": texts}), labels.insert_column(0, pl.Series("study_id", ids)), prompt)
+    labels = pl.DataFrame([{"study_id": i, **rule.label(text)} for i, text in zip(ids, texts)], schema=labels_schema(), orient="row")
+    return instruction_table(pl.DataFrame({"study_id": ids, "text": texts}), labels, prompt)
 
 
 def write_instruction_sets(reports_path: str, labels_path: str, prompt: PromptSettings, out: dict[str, str], oversample: int = 1, recombined: int = 0, seed: int = 0) -> None:

@@ -29,7 +29,7 @@ from cxrlabel.evaluation.metrics import (
     positive_f1_by_observation,
     weighted_f1_by_observation,
 )
-from cxrlabel.instruct import PromptSettings, build_prompt, oversample_rare, serialize_labels
+from cxrlabel.instruct import PromptSettings, oversample_rare, sentence_instruction_table
 from cxrlabel.io.labels import read_labels
 from cxrlabel.labelers import Labeled
 from cxrlabel.labelers.llm import LLMLabeler, write_llm_settings
@@ -64,22 +64,18 @@ args = parser.parse_args()
 
 results, out = Path(args.results), Path(args.out)
 rule = RuleLabeler()
-normal = str.lower if args.lower else str
+# the report-unit instruction, as in the runs recorded
+prompt = PromptSettings("mentioned", "report", lowercase=args.lower)
 reports = pl.read_parquet(results / "corpus/reports.parquet")
-train_reports = reports.filter(pl.col("split") == "train")["text"].to_list()
-sentences = [s for text in train_reports for s in split_sentences(text)]
+train_reports = reports.filter(pl.col("split") == "train")
+sentences = sentence_instruction_table(train_reports, prompt)
 if args.distinct:
-    sentences = list(dict.fromkeys(sentences))
-train = pl.DataFrame(
-    {"study_id": [str(i) for i in range(len(sentences))],
-     "prompt": [build_prompt(normal(s), "mentioned") for s in sentences],
-     "completion": [serialize_labels(rule.sentence_labels(s), "mentioned") for s in sentences]}
-)
-train = oversample_rare(train, "mentioned", args.oversample)
+    sentences = sentences.unique("prompt", keep="first", maintain_order=True)
+train = oversample_rare(sentences, prompt.format, args.oversample)
 model_dir = out / args.name
 model_dir.mkdir(parents=True, exist_ok=True)
 train.write_parquet(model_dir / "train.parquet")
-print(f"{len(sentences)} training sentences, {train.height} instances", flush=True)
+print(f"{sentences.height} training sentences, {train.height} instances", flush=True)
 
 corpus = f"-lower-o{args.oversample}" if args.lower else ""
 base = out / f"base-h{args.hidden}-l{args.layers}-i{args.intermediate}-p{args.pretrain}-d{args.dropout}{corpus}"
@@ -96,7 +92,7 @@ if not base.is_dir():
         pretrain_epochs=args.pretrain,
     )
     texts = (instructions["prompt"] + instructions["completion"]).to_list()
-    build_base_model(str(base), None, False, [normal(t) for t in train_reports], texts, spec)
+    build_base_model(str(base), None, False, train_reports["text"].to_list(), texts, spec, args.lower)
     if args.dropout:  # dropout only while fine-tuning: set after pretraining
         config = base / "config.json"
         dropout = f'"attention_dropout": {args.dropout}'
@@ -121,14 +117,14 @@ settings = dict(
 start = time.perf_counter()
 validate_instructions = str(results / "instruct/instruct_validate.parquet")
 run_sft(str(base), str(model_dir / "train.parquet"), validate_instructions, str(model_dir), settings, threads=2)
-write_llm_settings(str(model_dir), PromptSettings("mentioned"))
+write_llm_settings(str(model_dir), prompt)
 print(f"sft {time.perf_counter() - start:.0f} s", flush=True)
 
 llm = LLMLabeler(str(model_dir), threads=2, max_new_tokens=64)
 validate = reports.filter(pl.col("split") == "validate")
 per_report = [split_sentences(text) for text in validate["text"]]
 distinct = sorted({s for report in per_report for s in report})
-parsed = dict(zip(distinct, (llm.parse(o) for o in llm.generate([llm.prompt_ids(normal(s))[0] for s in distinct]))))
+parsed = dict(zip(distinct, (llm.parse(o) for o in llm.generate([llm.prompt_ids(s)[0] for s in distinct]))))
 truth = {s: rule.sentence_labels(s) for s in distinct}
 exact = np.mean([parsed[s].labels == truth[s] for s in distinct])
 

@@ -1,13 +1,14 @@
-"""Whole-process speed of `cxrlabel label --labeler rule` against the rule labeler's own speed.
+"""Whole-process speed of `cxrlabel label`: the rule labeler against its own speed, and the LLM labeler.
 
-usage: python benchmarks/cli_label.py [--openi CSV] [--copies 7] [--source NAME=DIR ...]
+usage: python benchmarks/cli_label.py [--openi CSV] [--copies 7] [--source NAME=DIR ...] [--llm MODEL_DIR --llm-reports 1000]
 
 Writes a CSV of the OpenI dev reports repeated ``--copies`` times (uid, findings, impression:
 15,456 reports by default) and runs the command a user runs, `python -m cxrlabel.cli label`, on
 it as a new process (start-up included), pinned to one core and to two, best of 3. Each
 ``--source`` is a checkout whose ``src/`` is put first on the path, so that two versions run side
 by side in one run (default: this checkout). Then the labeler alone, in this process on one core:
-`RuleLabeler.label_batch` over the same texts, best of 3.
+`RuleLabeler.label_batch` over the same texts, best of 3. With ``--llm``, the same command with
+`--labeler llm --model MODEL_DIR` on the CSV's first ``--llm-reports`` reports, likewise.
 """
 
 from __future__ import annotations
@@ -29,14 +30,19 @@ parser.add_argument("--openi", default=str(ROOT.parent / "shared/data/openi/open
 parser.add_argument("--copies", type=int, default=7)
 parser.add_argument("--source", action="append", help="NAME=DIR: a checkout to run (default: this one)")
 parser.add_argument("--repeats", type=int, default=3)
+parser.add_argument("--llm", help="an LLM labeler's model folder: time `--labeler llm` too")
+parser.add_argument("--llm-reports", type=int, default=1000)
 args = parser.parse_args()
 
 reports = pacsv.read_csv(args.openi, convert_options=pacsv.ConvertOptions(include_columns=["uid", "findings", "impression"]))
 reports = pa.concat_tables([reports] * args.copies)
 work = Path(tempfile.mkdtemp(prefix="cli-label-"))
-source_csv = work / "reports.csv"
-pacsv.write_csv(reports, source_csv)
-print(f"{reports.num_rows} reports in {source_csv}")
+runs = [("rule", [], work / "reports.csv", reports.num_rows)]
+pacsv.write_csv(reports, runs[0][2])
+if args.llm:
+    runs.append(("llm", ["--model", args.llm], work / "llm_reports.csv", min(args.llm_reports, reports.num_rows)))
+    pacsv.write_csv(reports.slice(0, runs[1][3]), runs[1][2])
+print(f"{reports.num_rows} reports in {runs[0][2]}")
 
 
 def best_wall(command: list[str], env: dict[str, str]) -> float:
@@ -49,15 +55,18 @@ def best_wall(command: list[str], env: dict[str, str]) -> float:
 
 
 sources = [entry.split("=", 1) for entry in args.source or [f"this={ROOT}"]]
-print("| source | cores | wall s | reports/s |\n| --- | ---: | ---: | ---: |")
-for name, directory in sources:
-    for cores in ("0", "0,1"):
-        threads = str(len(cores.split(",")))
-        env = os.environ | {"PYTHONPATH": str(Path(directory) / "src"), "OMP_NUM_THREADS": threads, "POLARS_MAX_THREADS": threads}
-        command = ["taskset", "-c", cores, sys.executable, "-m", "cxrlabel.cli", "label", "--labeler", "rule",
-                   "--input", str(source_csv), "--output", str(work / f"{name}.csv")]
-        wall = best_wall(command, env)
-        print(f"| {name} | {threads} | {wall:.2f} | {reports.num_rows / wall:,.0f} |", flush=True)
+print("| labeler | source | cores | reports | wall s | reports/s |\n| --- | --- | ---: | ---: | ---: | ---: |")
+for kind, options, csv, count in runs:
+    for name, directory in sources:
+        for cores in ("0", "0,1"):
+            threads = str(len(cores.split(",")))
+            env = os.environ | {"PYTHONPATH": str(Path(directory) / "src"), "OMP_NUM_THREADS": threads, "POLARS_MAX_THREADS": threads}
+            command = ["taskset", "-c", cores, sys.executable, "-m", "cxrlabel.cli", "label", "--labeler", kind, *options,
+                       "--input", str(csv), "--output", str(work / f"{kind}-{name}.csv")]
+            wall = best_wall(command, env)
+            print(f"| {kind} | {name} | {threads} | {count} | {wall:.2f} | {count / wall:,.1f} |", flush=True)
+    outputs = {name: (work / f"{kind}-{name}.csv").read_bytes() for name, _ in sources}
+    print(f"{kind}: outputs identical across sources: {len(set(outputs.values())) == 1}")
 
 os.sched_setaffinity(0, {0})
 sys.path.insert(0, str(Path(sources[0][1]) / "src"))

@@ -43,5 +43,6 @@ rule predict_bert:
         gpu=resources_of("predict_bert")["gpu"],
     params:
         batch_size=config["labelers"]["bert"]["batch_size"],
+        chunk_size=config["labelers"]["bert"]["batch_size"],
     script:
         "../workflow/scripts/predict_model.py"

@@ -73,6 +73,7 @@ rule predict_llm:
         gpu=resources_of("predict_llm")["gpu"],
     params:
         batch_size=config["llm"]["inference"]["batch_size"],
+        chunk_size=config["llm"]["inference"]["chunk_size"],
         max_new_tokens=config["llm"]["inference"]["max_new_tokens"],
     script:
         "../workflow/scripts/predict_model.py"

@@ -13,6 +13,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSequenceClassificatio
 
 from cxrlabel.instruct import PromptSettings, build_prompt, serialize_labels
 from cxrlabel.labelers.llm import LLMLabeler, write_llm_settings
+from cxrlabel.labelers.rule import RuleLabeler
 from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
 from cxrlabel.training.preferences import simulated_preferences
 from cxrlabel.training.base_model import OfflineModelError, TinyModelSpec, build_base_model, resolve_model_path
@@ -47,6 +48,18 @@ def sft_settings(max_steps: int) -> dict:
     return {"max_steps": max_steps, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "bf16": False, "gradient_checkpointing": False, "save_steps": 2, "logging_steps": 1, "use_cpu": True, "seed": 0, "max_length": 128}
 
 
+@pytest.fixture(scope="module")
+def tuned(base, tmp_path_factory):
+    """The micro model tuned (300 steps, ~3 s) to the rule labeler's answers, which differ in
+    length: it stops at EOS after a varying number of tokens, as a real labeler does."""
+    path = tmp_path_factory.mktemp("tuned")
+    answers = [serialize_labels(labeled.labels, "mentioned") for labeled in RuleLabeler().label_batch(REPORTS)]
+    pl.DataFrame({"prompt": [build_prompt(r, "mentioned") for r in REPORTS], "completion": answers}).write_parquet(path / "train.parquet")
+    run_sft(str(base), str(path / "train.parquet"), str(path / "train.parquet"), str(path / "sft"), sft_settings(300) | {"learning_rate": 3e-3, "save_steps": 300}, threads=1)
+    write_llm_settings(str(path / "sft"), PromptSettings("mentioned"))
+    return path / "sft"
+
+
 def test_hub_ids_are_refused_offline():
     with pytest.raises(OfflineModelError, match="downloads are off"):
         resolve_model_path("Qwen/Qwen1.5-0.5B", allow_download=False)
@@ -71,14 +84,20 @@ def test_sft_is_deterministic_in_a_fresh_folder(base, tmp_path):
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
-def test_batched_generation_equals_one_at_a_time_and_long_reports_are_flagged(base, tmp_path):
-    write_llm_settings(str(base), PromptSettings("mentioned"))
-    labeler = LLMLabeler(str(base), batch_size=3, max_new_tokens=12)
-    prompts = [labeler.prompt_ids(r)[0] for r in REPORTS[:5]]
-    assert labeler.generate(prompts) == [labeler.generate([p])[0] for p in prompts]
+def test_labeler_decoding_equals_transformers_generate_one_prompt_at_a_time_and_long_reports_are_flagged(tuned):
+    """The labeler's own greedy loop (instruction from its cache, finished rows dropped) against
+    ``transformers``' ``generate`` on each prompt alone, unpadded: the same completions, for
+    prompts that open with the instruction and for one that does not."""
+    labeler = LLMLabeler(str(tuned), batch_size=3, max_new_tokens=12)
     ids, truncated = labeler.prompt_ids("Small left pleural effusion. " * 40)
     assert truncated and len(ids) <= labeler.context - labeler.max_new_tokens
     assert labeler.tokenizer.decode(ids).endswith("effusion.\n\nLabels:\n")  # the end of the report is kept
+    prompts = [labeler.prompt_ids(r)[0] for r in ["No pneumothorax.", "Heart size is normal. No effusion.", *REPORTS[1:4], "Possible pneumonia. Lungs clear."]] + [ids]
+    prompts.append(labeler.tokenizer("Report: No pneumothorax.\n\nLabels:\n")["input_ids"])
+    assert [p[: len(labeler.prefix)] == labeler.prefix for p in prompts[-2:]] == [True, False]
+    reference = [labeler.model.generate(input_ids=torch.tensor([p]), max_new_tokens=12, do_sample=False, pad_token_id=labeler.tokenizer.pad_token_id)[0, len(p) :] for p in prompts]
+    assert len({len(r) for r in reference}) > 1  # some rows end early: the loop drops them mid-batch
+    assert labeler.generate(prompts) == labeler.tokenizer.batch_decode(reference, skip_special_tokens=True)
     results = labeler.label_batch(["No pneumothorax.", "Small left pleural effusion. " * 40])
     assert [r.truncated for r in results] == [False, True]
     assert all(set(r.labels) == set(OBSERVATIONS) for r in results)

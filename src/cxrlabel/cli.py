@@ -18,8 +18,9 @@ from cxrlabel.labelers import Labeled, make_labeler
 from cxrlabel.observations import CSV_SPELLING, OBSERVATIONS
 
 #: Reports per labeling batch by default. The rule labeler gains ~5% from 64 to 1,024 (the per-batch
-#: cost of building the output columns; docs/benchmarks.md); the model labelers hold a batch in memory.
-DEFAULT_BATCH_SIZES = {"rule": 1024, "bert": 64, "llm": 64}
+#: cost of building the output columns); the LLM labeler ~3x from 32 to 1,024 (it labels a batch's
+#: distinct sentences once, in length-sorted model batches); docs/benchmarks.md.
+DEFAULT_BATCH_SIZES = {"rule": 1024, "bert": 64, "llm": 1024}
 
 
 def report_texts(batch: pa.RecordBatch, text_columns: list[str]) -> list[str]:
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--input", type=Path, required=True, help="CSV with a 'report' column or 'findings'/'impression' columns")
     label.add_argument("--output", type=Path, required=True)
     label.add_argument("--text-columns", help="comma-separated columns joined into the report text (default: report, else findings,impression)")
-    label.add_argument("--batch-size", type=int, help="reports per batch (default: rule 1024, bert and llm 64)")
+    label.add_argument("--batch-size", type=int, help="reports per batch (default: rule and llm 1024, bert 64)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:

@@ -11,4 +11,4 @@ with logged(snakemake.log[0]):
         options |= {"name": snakemake.wildcards.labeler, "max_new_tokens": snakemake.params.max_new_tokens}
     labeler = make_labeler(kind, snakemake.input.model, **options)
     reports = pl.read_parquet(snakemake.input.reports).filter(pl.col("split") == "test")
-    write_predictions(predict(labeler, reports.select("study_id", "text"), snakemake.params.batch_size), snakemake.output[0])
+    write_predictions(predict(labeler, reports.select("study_id", "text"), snakemake.params.chunk_size), snakemake.output[0])

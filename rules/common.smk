@@ -44,6 +44,42 @@ def evaluation_inputs(wildcards):
     } | predictions
 
 
+def model_labeler_kind(labeler):
+    """The kind of labeler (cxrlabel.labelers.make_labeler) behind a trained labeler's name."""
+    return "bert" if labeler == "bert" else "llm"
+
+
+def model_options(labeler):
+    """Prediction settings of a trained labeler: batch size, and the LLM's output budget."""
+    if labeler == "bert":
+        return {"batch_size": config["labelers"]["bert"]["batch_size"]}
+    return {
+        "batch_size": config["llm"]["inference"]["batch_size"],
+        "max_new_tokens": config["llm"]["inference"]["max_new_tokens"],
+    }
+
+
+def robustness_inputs(wildcards):
+    """Gold labels, and for every configured labeler its clean predictions and its predictions
+    of every perturbed test split, with the perturbed reports (changed flags, expected flips).
+    """
+    labelers = config["robustness"]["labelers"]
+    perturbations = config["robustness"]["perturbations"]
+    inputs = {"gold": rules.ingest.output.gold}
+    inputs |= {
+        f"clean_{name}": results(f"predictions/{name}.parquet") for name in labelers
+    }
+    inputs |= {
+        f"reports_{p}": results(f"robustness/reports/{p}.parquet")
+        for p in perturbations
+    }
+    return inputs | {
+        f"perturbed_{name}_{p}": results(f"robustness/predictions/{p}/{name}.parquet")
+        for name in labelers
+        for p in perturbations
+    }
+
+
 def prompt_settings():
     """How the LLM is prompted (cxrlabel.instruct.PromptSettings): format, unit, lower case."""
     return {

@@ -44,39 +44,56 @@ def evaluation_inputs(wildcards):
     } | predictions
 
 
-def model_labeler_kind(labeler):
-    """The kind of labeler (cxrlabel.labelers.make_labeler) behind a trained labeler's name."""
-    return "bert" if labeler == "bert" else "llm"
+def labeler_kind(labeler):
+    """The kind of labeler (cxrlabel.labelers.make_labeler) behind a labeler's name: rule, bert or llm."""
+    return labeler if labeler in ("rule", "bert") else "llm"
 
 
-def model_options(labeler):
-    """Prediction settings of a trained labeler: batch size, and the LLM's output budget."""
-    if labeler == "bert":
-        return {"batch_size": config["labelers"]["bert"]["batch_size"]}
+def labeler_options(labeler):
+    """How a labeler predicts (the options of make_labeler but threads): batch size, and an
+    LLM's name and output budget."""
+    kind = labeler_kind(labeler)
+    if kind != "llm":
+        return {"batch_size": config["labelers"][kind]["batch_size"]}
     return {
         "batch_size": config["llm"]["inference"]["batch_size"],
+        "name": labeler,
         "max_new_tokens": config["llm"]["inference"]["max_new_tokens"],
     }
 
 
+def prediction_resources(labeler):
+    """The resources of a labeler's clean prediction (predict_rule, predict_bert or predict_llm),
+    which its perturbed prediction shares."""
+    return resources_of(f"predict_{labeler_kind(labeler)}")
+
+
+def prediction_env(wildcards):
+    """The conda environment of a labeler's prediction: the rule labeler needs no torch.
+    (Relative to rules/, like every conda directive.)"""
+    return "../envs/data.yaml" if wildcards.labeler == "rule" else "../envs/train.yaml"
+
+
+def perturbed_prediction_inputs(wildcards):
+    """The perturbed reports, and the trained model of a labeler that has one."""
+    inputs = {"reports": rules.perturb.output[0]}
+    if wildcards.labeler == "rule":
+        return inputs
+    return inputs | {"model": results(f"models/{wildcards.labeler}")}
+
+
 def robustness_inputs(wildcards):
-    """Gold labels, and for every configured labeler its clean predictions and its predictions
-    of every perturbed test split, with the perturbed reports (changed flags, expected flips).
+    """Gold labels, the perturbed reports (changed flags, expected flips), and for every
+    configured labeler its clean predictions and its predictions of the changed perturbed reports.
     """
     labelers = config["robustness"]["labelers"]
-    perturbations = config["robustness"]["perturbations"]
-    inputs = {"gold": rules.ingest.output.gold}
+    inputs = {"gold": rules.ingest.output.gold, "reports": rules.perturb.output[0]}
     inputs |= {
         f"clean_{name}": results(f"predictions/{name}.parquet") for name in labelers
     }
-    inputs |= {
-        f"reports_{p}": results(f"robustness/reports/{p}.parquet")
-        for p in perturbations
-    }
     return inputs | {
-        f"perturbed_{name}_{p}": results(f"robustness/predictions/{p}/{name}.parquet")
+        f"perturbed_{name}": results(f"robustness/predictions/{name}.parquet")
         for name in labelers
-        for p in perturbations
     }
 
 

@@ -1,15 +1,13 @@
 rule perturb:
-    """The test split's reports with one perturbation of their form (or a meaning-changing control) applied."""
+    """The test split's reports under every configured perturbation of their form (and control), in one table."""
     input:
         reports=rules.ingest.output.reports,
     output:
-        results("robustness/reports/{perturbation}.parquet"),
+        results("robustness/reports.parquet"),
     log:
-        logs("perturb_{perturbation}"),
+        logs("perturb"),
     benchmark:
-        bench("perturb_{perturbation}")
-    wildcard_constraints:
-        perturbation="|".join(config["robustness"]["perturbations"]),
+        bench("perturb")
     conda:
         "../envs/data.yaml"
     threads: resources_of("perturb")["threads"]
@@ -17,61 +15,40 @@ rule perturb:
         mem_mb=resources_of("perturb")["mem_mb"],
         runtime=resources_of("perturb")["runtime"],
     params:
+        perturbations=config["robustness"]["perturbations"],
         seed=config["robustness"]["seed"],
     script:
         "../workflow/scripts/perturb.py"
 
 
-rule predict_perturbed_rule:
-    """Label a perturbed test split with the rule-based labeler."""
-    input:
-        reports=rules.perturb.output[0],
-    output:
-        results("robustness/predictions/{perturbation}/rule.parquet"),
-    log:
-        logs("predict_perturbed_rule_{perturbation}"),
-    benchmark:
-        bench("predict_perturbed_rule_{perturbation}")
-    conda:
-        "../envs/data.yaml"
-    threads: resources_of("predict_rule")["threads"]
-    resources:
-        mem_mb=resources_of("predict_rule")["mem_mb"],
-        runtime=resources_of("predict_rule")["runtime"],
-    params:
-        batch_size=config["labelers"]["rule"]["batch_size"],
-    script:
-        "../workflow/scripts/predict_rule.py"
+rule predict_perturbed:
+    """Label the changed perturbed reports with one labeler, loaded once for every perturbation.
 
-
-rule predict_perturbed_model:
-    """Label a perturbed test split with a trained labeler (BERT, the SFT model or an RL policy)."""
+    An unchanged report keeps the labeler's clean prediction (rule robustness reads it): it is the
+    clean text, and every labeler is deterministic.
+    """
     input:
-        reports=rules.perturb.output[0],
-        model=results("models/{labeler}"),
+        unpack(perturbed_prediction_inputs),
     output:
-        results("robustness/predictions/{perturbation}/{labeler}.parquet"),
+        results("robustness/predictions/{labeler}.parquet"),
     log:
-        logs("predict_perturbed_{labeler}_{perturbation}"),
+        logs("predict_perturbed_{labeler}"),
     benchmark:
-        bench("predict_perturbed_{labeler}_{perturbation}")
+        bench("predict_perturbed_{labeler}")
     wildcard_constraints:
-        labeler="|".join(["bert", "sft", *RL_ALGORITHMS]),
+        labeler="|".join(config["robustness"]["labelers"]),
     conda:
-        "../envs/train.yaml"
-    threads: resources_of("predict_perturbed_model")["threads"]
+        prediction_env
+    threads: lambda wildcards: prediction_resources(wildcards.labeler)["threads"]
     resources:
-        mem_mb=resources_of("predict_perturbed_model")["mem_mb"],
-        runtime=resources_of("predict_perturbed_model")["runtime"],
-        gpu=resources_of("predict_perturbed_model")["gpu"],
+        mem_mb=lambda wildcards: prediction_resources(wildcards.labeler)["mem_mb"],
+        runtime=lambda wildcards: prediction_resources(wildcards.labeler)["runtime"],
+        gpu=lambda wildcards: prediction_resources(wildcards.labeler)["gpu"],
     params:
-        kind=lambda wildcards: model_labeler_kind(wildcards.labeler),
-        batch_size=lambda wildcards: model_options(wildcards.labeler)["batch_size"],
-        max_new_tokens=lambda wildcards: model_options(wildcards.labeler).get(
-            "max_new_tokens"
-        ),
+        kind=lambda wildcards: labeler_kind(wildcards.labeler),
+        options=lambda wildcards: labeler_options(wildcards.labeler),
     script:
-        "../workflow/scripts/predict_model.py"
+        "../workflow/scripts/predict_perturbed.py"
 
 
 rule robustness:
@@ -92,7 +69,6 @@ rule robustness:
         runtime=resources_of("robustness")["runtime"],
     params:
         labelers=config["robustness"]["labelers"],
-        perturbations=config["robustness"]["perturbations"],
         max_flip_rate=config["robustness"]["max_flip_rate"],
         min_control_flip_rate=config["robustness"]["min_control_flip_rate"],
     script:

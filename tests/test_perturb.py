@@ -11,10 +11,12 @@ import pytest
 
 from cxrlabel import perturb
 from cxrlabel.evaluation.metrics import expected_flip_rate, label_flip_rate
-from cxrlabel.evaluation.robustness import robustness_row
+from cxrlabel.evaluation.robustness import perturbed_predictions, robustness_row, robustness_table
+from cxrlabel.io.labels import LABEL_KIND_KEY
 from cxrlabel.labelers.rule import RuleLabeler
 from cxrlabel.observations import OBSERVATIONS
-from cxrlabel.perturb import CONTROLS, PERTURBATIONS, Report, perturb_reports
+from cxrlabel.perturb import CONTROLS, PERTURBATIONS, Report, perturb_reports, perturbed_reports_table
+from cxrlabel.predict import predict, predict_perturbed, write_predictions
 
 LABELER = RuleLabeler()
 
@@ -132,6 +134,73 @@ def test_robustness_row_states_a_miss():
     row = robustness_row("sft", "upper_case", clean, flipped, reports, clean.select("study_id", *OBSERVATIONS), "full", 0.01)
     assert row["flip_rate"] == pytest.approx(1 / (14 * len(REPORTS))) and row["passes"] is False and row["verdict"].startswith("MISSES")
     assert row["clean_f1"] == pytest.approx(1.0) and row["perturbed_f1"] < 1.0
+
+
+def test_perturbed_reports_table_holds_every_perturbation_in_long_format():
+    names = ["upper_case", "section_order", "negation_removed"]
+    table = perturbed_reports_table(reports_frame(), names, seed=0)
+    assert table.height == len(names) * len(REPORTS) and table["perturbation"].unique(maintain_order=True).to_list() == names
+    assert table.filter(pl.col("perturbation") == "section_order").equals(perturb_reports(reports_frame(), "section_order", seed=0))
+
+
+class CountingRuleLabeler(RuleLabeler):
+    """The rule labeler, remembering every text it was asked to label."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen: list[str] = []
+
+    def label_batch(self, texts):
+        self.seen.extend(texts)
+        return super().label_batch(texts)
+
+
+def test_predict_perturbed_labels_each_changed_text_once_with_its_perturbation():
+    perturbed = pl.DataFrame({
+        "study_id": ["s0", "s1", "s0", "s1", "s0", "s1"],
+        "perturbation": ["upper_case", "upper_case", "lower_case", "lower_case", "negation_removed", "negation_removed"],
+        "text": ["NO EFFUSION.", "MILD CARDIOMEGALY.", "no effusion.", "mild cardiomegaly.", "NO EFFUSION.", "Mild cardiomegaly."],
+        "changed": [True, True, True, False, True, False],
+    })
+    labeler = CountingRuleLabeler()
+    predicted = predict_perturbed(labeler, perturbed, batch_size=2)
+    # unchanged rows are not labeled; "NO EFFUSION." (two perturbations) is labeled once
+    assert sorted(labeler.seen) == sorted(["NO EFFUSION.", "MILD CARDIOMEGALY.", "no effusion."])
+    assert predicted.select("study_id", "perturbation").rows() == [
+        ("s0", "upper_case"), ("s1", "upper_case"), ("s0", "lower_case"), ("s0", "negation_removed")]
+    clean_schema = predict(RuleLabeler(), perturbed.head(1).select("study_id", "text")).schema
+    assert predicted.columns == ["study_id", "perturbation", *list(clean_schema)[1:]] and predicted.schema["Pleural Effusion"] == pl.Int8
+    expected = [RuleLabeler().label(t) for t in perturbed.filter("changed")["text"]]
+    assert [{o: row[o] for o in OBSERVATIONS} for row in predicted.iter_rows(named=True)] == [{o: e[o] for o in OBSERVATIONS} for e in expected]
+
+
+def test_perturbed_predictions_keep_the_clean_labels_of_unchanged_reports():
+    reports = pl.DataFrame({"study_id": ["s0", "s1", "s2"], "changed": [True, False, True]})
+    clean = labels_frame(reports["study_id"], [RuleLabeler().label(t) for t in ("No effusion.", "Effusion.", "Cardiomegaly.")])
+    relabeled = labels_frame(pl.Series(["s0", "s2"]), [RuleLabeler().label(t) for t in ("Effusion.", "Cardiomegaly.")])
+    predictions = perturbed_predictions(reports, clean, relabeled).sort("study_id")
+    assert predictions["Pleural Effusion"].to_list() == [1, 1, None] and predictions.columns == clean.columns
+    with pytest.raises(ValueError, match="1 changed reports have no perturbed prediction"):
+        perturbed_predictions(reports, clean, relabeled.head(1))
+
+
+def test_robustness_table_reads_one_reports_table_and_one_prediction_table_per_labeler(tmp_path):
+    frame = reports_frame()
+    perturbations = ["upper_case", "section_order", "negation_removed"]
+    table = perturbed_reports_table(frame, perturbations, seed=0)
+    table.write_parquet(tmp_path / "reports.parquet")
+    clean = predict(LABELER, frame.select("study_id", "text"))
+    write_predictions(clean, str(tmp_path / "clean.parquet"))
+    write_predictions(predict_perturbed(LABELER, table), str(tmp_path / "perturbed.parquet"))
+    clean.select("study_id", *OBSERVATIONS).write_parquet(tmp_path / "gold.parquet", metadata={LABEL_KIND_KEY: '"full"'})
+    rows = robustness_table(str(tmp_path / "gold.parquet"), {"rule": str(tmp_path / "clean.parquet")}, str(tmp_path / "reports.parquet"),
+                            {"rule": str(tmp_path / "perturbed.parquet")}, {"rule": 0.01}, 0.95)
+    assert rows["perturbation"].to_list() == perturbations and (rows["reports"] == len(REPORTS)).all()
+    assert rows["changed_reports"].to_list() == [table.filter(pl.col("perturbation") == p)["changed"].sum() for p in perturbations]
+    preserving = rows.filter("meaning_preserving")
+    assert (preserving["flip_rate"] == 0).all() and (preserving["flip_rate_all"] == 0).all() and preserving["passes"].all()
+    control = rows.filter(~pl.col("meaning_preserving")).row(0, named=True)
+    assert control["flip_rate"] == pytest.approx(1.0) and control["passes"] and control["perturbed_f1"] is None
 
 
 def reports_frame() -> pl.DataFrame:

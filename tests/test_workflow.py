@@ -51,7 +51,7 @@ def test_every_config_validates_and_plans_every_stage(configfile, tmp_path):
     else:
         assert result.returncode == 0, output
         for rule in ("ingest", "instruct", "predict_rule", "bert_train", "base_model", "sft", "preferences", "reward_model", "rl_policy", "predict_llm", "evaluate", "significance", "figures",
-                     "perturb", "predict_perturbed_rule", "predict_perturbed_model", "robustness"):
+                     "perturb", "predict_perturbed", "robustness"):
             assert f"rule {rule}:" in output, rule
 
 

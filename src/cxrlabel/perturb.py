@@ -364,3 +364,9 @@ def perturb_reports(reports: pl.DataFrame, name: str, seed: int) -> pl.DataFrame
         (perturbed != reports["text"]).alias("changed"),
         pl.Series("expected_flips", flips, dtype=pl.List(pl.String)),
     )
+
+
+def perturbed_reports_table(reports: pl.DataFrame, names: list[str], seed: int) -> pl.DataFrame:
+    """Every perturbation of ``names`` applied to ``reports``, one below the other (long format:
+    the rows of :func:`perturb_reports`, told apart by ``perturbation``)."""
+    return pl.concat([perturb_reports(reports, name, seed) for name in names])

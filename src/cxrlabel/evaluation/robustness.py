@@ -6,7 +6,8 @@ cannot flip, and counting it would make a perturbation that touches few reports 
 ``flip_rate_all`` is the same count over every cell of the test split. For a control
 (cxrlabel.perturb.CONTROLS) the flip rate is the share of the cells expected to change that did.
 F1 is the evaluation's headline (tables.metric_name) on the test split's gold labels, for the clean
-and the perturbed reports; a control changes what the gold labels describe, so it has no
+and the perturbed reports (a labeler labels only the changed reports again: an unchanged report
+keeps its clean prediction); a control changes what the gold labels describe, so it has no
 perturbed F1.
 """
 
@@ -81,18 +82,36 @@ def verdict(flip_rate: float, bar: float | None, meaning_preserving: bool, passe
     return f"{'meets' if passes else 'MISSES'} the bar: {flip_rate:.4f} {relation} {bar}"
 
 
+def perturbed_predictions(reports: pl.DataFrame, clean: pl.DataFrame, changed: pl.DataFrame) -> pl.DataFrame:
+    """A labeler's predictions of one perturbed test split (``reports``: ``study_id``, ``changed``):
+    of a changed report its prediction in ``changed`` (cxrlabel.predict.predict_perturbed, this
+    perturbation's rows), of an unchanged one its clean prediction (the same text, and labelers
+    are deterministic). Columns of ``clean``."""
+    relabeled = reports.filter(pl.col("changed")).select("study_id")
+    missing = relabeled.join(changed, on="study_id", how="anti")
+    if missing.height:
+        raise ValueError(f"{missing.height} changed reports have no perturbed prediction, e.g. {missing['study_id'].head(3).to_list()}")
+    unchanged = clean.join(reports.filter(~pl.col("changed")), on="study_id", how="semi")
+    return pl.concat([unchanged, changed.join(relabeled, on="study_id", how="semi").select(clean.columns)])
+
+
 def robustness_table(
-    gold_path: str, clean: dict[str, str], perturbed_reports: dict[str, str], perturbed_predictions: dict[tuple[str, str], str],
+    gold_path: str, clean: dict[str, str], perturbed_reports: str, perturbed: dict[str, str],
     max_flip_rate: dict[str, float], min_control_flip_rate: float,
 ) -> pl.DataFrame:
-    """Every (labeler, perturbation) of ``perturbed_predictions``: paths of each labeler's clean
-    predictions, of each perturbed reports table (test split) and of each perturbed prediction."""
+    """Every labeler of ``clean`` under every perturbation of the perturbed reports table
+    (cxrlabel.perturb.perturbed_reports_table, test split): paths of each labeler's clean
+    predictions, of the perturbed reports and of each labeler's perturbed predictions
+    (cxrlabel.predict.predict_perturbed: the changed reports only)."""
     gold, kind = read_labels(gold_path)
-    reports = {name: pl.read_parquet(path, columns=["study_id", "changed", "expected_flips"]) for name, path in perturbed_reports.items()}
+    reports = pl.read_parquet(perturbed_reports, columns=["study_id", "perturbation", "changed", "expected_flips"])
+    tables = {name: reports.filter(pl.col("perturbation") == name) for name in reports["perturbation"].unique(maintain_order=True)}
     rows = []
-    for (labeler, perturbation), path in perturbed_predictions.items():
-        table = reports[perturbation]
-        bar = max_flip_rate.get(labeler) if ALL_PERTURBATIONS[perturbation].meaning_preserving else min_control_flip_rate
-        test_gold = gold.join(table.select("study_id"), on="study_id", how="semi")
-        rows.append(robustness_row(labeler, perturbation, read_labels(clean[labeler])[0], read_labels(path)[0], table, test_gold, kind, bar))
+    for labeler, clean_path in clean.items():
+        clean_predictions, relabeled = read_labels(clean_path)[0], read_labels(perturbed[labeler])[0]
+        for perturbation, table in tables.items():
+            bar = max_flip_rate.get(labeler) if ALL_PERTURBATIONS[perturbation].meaning_preserving else min_control_flip_rate
+            predictions = perturbed_predictions(table, clean_predictions, relabeled.filter(pl.col("perturbation") == perturbation))
+            test_gold = gold.join(table.select("study_id"), on="study_id", how="semi")
+            rows.append(robustness_row(labeler, perturbation, clean_predictions, predictions, table, test_gold, kind, bar))
     return pl.DataFrame(rows, schema_overrides={"bar": pl.Float64, "perturbed_f1": pl.Float64, "passes": pl.Boolean})

@@ -42,7 +42,6 @@ rule predict_bert:
         runtime=resources_of("predict_bert")["runtime"],
         gpu=resources_of("predict_bert")["gpu"],
     params:
-        kind="bert",
         batch_size=config["labelers"]["bert"]["batch_size"],
     script:
         "../workflow/scripts/predict_model.py"

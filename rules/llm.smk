@@ -72,7 +72,6 @@ rule predict_llm:
         runtime=resources_of("predict_llm")["runtime"],
         gpu=resources_of("predict_llm")["gpu"],
     params:
-        kind="llm",
         batch_size=config["llm"]["inference"]["batch_size"],
         max_new_tokens=config["llm"]["inference"]["max_new_tokens"],
     script:

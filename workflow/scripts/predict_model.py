@@ -5,7 +5,7 @@ from cxrlabel.predict import predict, write_predictions
 from cxrlabel.runlog import logged
 
 with logged(snakemake.log[0]):
-    kind = snakemake.params.kind
+    kind = "bert" if snakemake.rule == "predict_bert" else "llm"
     options = {"batch_size": snakemake.params.batch_size, "threads": snakemake.threads}
     if kind == "llm":
         options |= {"name": snakemake.wildcards.labeler, "max_new_tokens": snakemake.params.max_new_tokens}

@@ -24,6 +24,7 @@ include: "rules/bert.smk"
 include: "rules/llm.smk"
 include: "rules/rlhf.smk"
 include: "rules/evaluate.smk"
+include: "rules/robustness.smk"
 include: "rules/figures.smk"
 
 
@@ -32,4 +33,5 @@ rule all:
         expand(results("instruct/instruct_{split}.parquet"), split=SPLITS),
         rules.evaluate.output,
         rules.significance.output,
+        rules.robustness.output,
         rules.figures.output,

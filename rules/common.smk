@@ -44,6 +44,59 @@ def evaluation_inputs(wildcards):
     } | predictions
 
 
+def labeler_kind(labeler):
+    """The kind of labeler (cxrlabel.labelers.make_labeler) behind a labeler's name: rule, bert or llm."""
+    return labeler if labeler in ("rule", "bert") else "llm"
+
+
+def labeler_options(labeler):
+    """How a labeler predicts (the options of make_labeler but threads): batch size, and an
+    LLM's name and output budget."""
+    kind = labeler_kind(labeler)
+    if kind != "llm":
+        return {"batch_size": config["labelers"][kind]["batch_size"]}
+    return {
+        "batch_size": config["llm"]["inference"]["batch_size"],
+        "name": labeler,
+        "max_new_tokens": config["llm"]["inference"]["max_new_tokens"],
+    }
+
+
+def prediction_resources(labeler):
+    """The resources of a labeler's clean prediction (predict_rule, predict_bert or predict_llm),
+    which its perturbed prediction shares."""
+    return resources_of(f"predict_{labeler_kind(labeler)}")
+
+
+def prediction_env(wildcards):
+    """The conda environment of a labeler's prediction: the rule labeler needs no torch.
+    (Relative to rules/, like every conda directive.)"""
+    return "../envs/data.yaml" if wildcards.labeler == "rule" else "../envs/train.yaml"
+
+
+def perturbed_prediction_inputs(wildcards):
+    """The perturbed reports, and the trained model of a labeler that has one."""
+    inputs = {"reports": rules.perturb.output[0]}
+    if wildcards.labeler == "rule":
+        return inputs
+    return inputs | {"model": results(f"models/{wildcards.labeler}")}
+
+
+def robustness_inputs(wildcards):
+    """Gold labels, the perturbed reports (changed flags, expected flips), and for every
+    configured labeler its clean predictions and its predictions of the changed perturbed reports.
+    """
+    labelers = config["robustness"]["labelers"]
+    inputs = {"gold": rules.ingest.output.gold, "reports": rules.perturb.output[0]}
+    inputs |= {
+        f"clean_{name}": results(f"predictions/{name}.parquet") for name in labelers
+    }
+    return inputs | {
+        f"perturbed_{name}": results(f"robustness/predictions/{name}.parquet")
+        for name in labelers
+    }
+
+
 def prompt_settings():
     """How the LLM is prompted (cxrlabel.instruct.PromptSettings): format, unit, lower case."""
     return {

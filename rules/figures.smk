@@ -1,8 +1,9 @@
 rule figures:
-    """The papers' figures from the evaluation tables (styling from config key `figures`)."""
+    """The papers' figures from the evaluation tables, and the robustness heatmap (styling from config key `figures`)."""
     input:
         weighted_f1=rules.evaluate.output.weighted_f1,
         by_length=rules.evaluate.output.by_length,
+        robustness=rules.robustness.output[0],
     output:
         bars=report(
             results("figures/f1_by_observation.png"),
@@ -18,6 +19,11 @@ rule figures:
             results("figures/f1_by_length.png"),
             caption="../workflow/report/f1_by_length.rst",
             category="Figures",
+        ),
+        robustness=report(
+            results("figures/robustness_flip_rates.png"),
+            caption="../workflow/report/robustness_flip_rates.rst",
+            category="Robustness",
         ),
     log:
         logs("figures"),

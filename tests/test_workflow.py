@@ -50,7 +50,8 @@ def test_every_config_validates_and_plans_every_stage(configfile, tmp_path):
         assert "MissingInputException" in output and "mimic-cxr-2.1.0-test-set-labeled.csv" in output, output
     else:
         assert result.returncode == 0, output
-        for rule in ("ingest", "instruct", "predict_rule", "bert_train", "base_model", "sft", "preferences", "reward_model", "rl_policy", "predict_llm", "evaluate", "significance", "figures"):
+        for rule in ("ingest", "instruct", "predict_rule", "bert_train", "base_model", "sft", "preferences", "reward_model", "rl_policy", "predict_llm", "evaluate", "significance", "figures",
+                     "perturb", "predict_perturbed", "robustness"):
             assert f"rule {rule}:" in output, rule
 
 
@@ -117,7 +118,10 @@ def test_pipeline_writes_every_table_and_figure(pipeline):
     assert pairs.height == 6 and pairs["t_p_value"].is_between(0, 1).all()
     for name in ("table1_average_ci", "table2_positive_negative_f1", "table4_f1_by_certainty", "table5_f1_by_length", "table6_errors_per_report", "table7_agreement_with_silver"):
         assert pl.read_csv(tables / f"{name}.csv").height >= 3, name
-    for figure in ("f1_by_observation", "f1_difference_heatmap", "f1_by_length"):
+    robustness = pl.read_csv(tables / "robustness.csv")
+    assert set(robustness["labeler"]) == {"rule", "bert", "sft"} and robustness["verdict"].is_not_null().all()
+    assert robustness.filter(pl.col("labeler") == "rule", pl.col("meaning_preserving"))["passes"].all()
+    for figure in ("f1_by_observation", "f1_difference_heatmap", "f1_by_length", "robustness_flip_rates"):
         assert (pipeline["results"] / f"figures/{figure}.png").stat().st_size > 10_000
     for rule in ("demo_corpus", "ingest", "instruct", "sft", "ppo", "evaluate"):
         assert (pipeline["results"] / f"benchmarks/{rule}.tsv").is_file()

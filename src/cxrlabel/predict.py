@@ -3,6 +3,9 @@
 ``predictions/<labeler>.parquet``: ``study_id``, the 14 observations as Int8 (null = blank),
 ``format_error``, ``fallback_used`` (always false for labelers that cannot produce malformed
 output) and ``truncated`` (the labeler read only part of the report). It is a labels table of kind ``full``, readable with :func:`cxrlabel.io.labels.read_labels`.
+
+``robustness/predictions/<labeler>.parquet`` (:func:`predict_perturbed`) has the same columns plus
+``perturbation``, for the perturbed reports whose text changed only.
 """
 
 from __future__ import annotations
@@ -44,6 +47,23 @@ def predict(labeler: Labeler, reports: pl.DataFrame, batch_size: int = 64) -> pl
         labeler.name, predictions.height, predictions["format_error"].sum(), predictions["fallback_used"].sum(), predictions["truncated"].sum(),
     )
     return predictions
+
+
+def predict_perturbed(labeler: Labeler, perturbed: pl.DataFrame, batch_size: int = 64) -> pl.DataFrame:
+    """Label the perturbed reports (cxrlabel.perturb.perturbed_reports_table: ``study_id``,
+    ``perturbation``, ``text``, ``changed``) whose text changed: ``study_id``, ``perturbation``, then
+    the columns of :func:`predict`, in the order of ``perturbed``.
+
+    An unchanged report is the clean report's text, and every labeler is deterministic, so its
+    label is the clean prediction (``predictions/<labeler>.parquet``): it is not labeled again.
+    A text that several perturbations yield (or one perturbation yields for several reports) is
+    labeled once.
+    """
+    changed = perturbed.filter(pl.col("changed")).select("study_id", "perturbation", "text")
+    distinct = changed.unique("text", keep="first", maintain_order=True)
+    labels = predict(labeler, distinct.select("study_id", "text"), batch_size).drop("study_id").with_columns(distinct["text"])
+    log.info("%d changed perturbed reports, %d distinct texts", changed.height, distinct.height)
+    return changed.join(labels, on="text", how="left", maintain_order="left").drop("text")
 
 
 def write_predictions(predictions: pl.DataFrame, path: str) -> None:

@@ -1,6 +1,6 @@
 import polars as pl
 
-from cxrlabel.evaluation.figures import FigureStyle, difference_heatmap, length_bars, per_observation_bars
+from cxrlabel.evaluation.figures import FigureStyle, difference_heatmap, flip_rate_heatmap, length_bars, per_observation_bars
 from cxrlabel.runlog import logged
 
 with logged(snakemake.log[0]):
@@ -9,3 +9,4 @@ with logged(snakemake.log[0]):
     per_observation_bars(per_observation, labels, style, snakemake.output.bars)
     difference_heatmap(per_observation, snakemake.params.reference, snakemake.params.baselines, labels, style, snakemake.output.heatmap)
     length_bars(pl.read_csv(snakemake.input.by_length), labels, style, snakemake.output.by_length)
+    flip_rate_heatmap(pl.read_csv(snakemake.input.robustness), labels, style, snakemake.output.robustness)

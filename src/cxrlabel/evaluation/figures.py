@@ -1,5 +1,5 @@
 """Figures of the papers from the evaluation tables: per-observation F1 bars, the F1-difference
-heatmap between the LLM and each baseline, and F1 by report length."""
+heatmap between the LLM and each baseline, F1 by report length, and the robustness heatmap."""
 
 from __future__ import annotations
 
@@ -83,6 +83,42 @@ def length_bars(table: pl.DataFrame, labels: dict[str, str], style: FigureStyle,
     ax.set_ylim(0, 1.05)
     _legend_above(ax, len(labeler_columns(table)))
     _save(fig, path, style)
+
+
+def flip_rate_heatmap(table: pl.DataFrame, labels: dict[str, str], style: FigureStyle, path: str) -> None:
+    """Label flip rate of each labeler (rows) under each meaning-preserving perturbation (columns),
+    from the robustness table; a cell that misses its bar is marked with a star."""
+    rows = table.filter(pl.col("meaning_preserving"))
+    labelers = rows["labeler"].unique(maintain_order=True).to_list()
+    perturbations = rows["perturbation"].unique(maintain_order=True).to_list()
+    cell = {(r["labeler"], r["perturbation"]): r for r in rows.iter_rows(named=True)}
+    rates = np.array([[_or_nan(cell.get((lab, p), {}).get("flip_rate")) for p in perturbations] for lab in labelers])
+    notes = [[_flip_note(cell.get((lab, p), {})) for p in perturbations] for lab in labelers]
+    sns.set_theme(style="white", font_scale=style.font_scale)
+    fig, ax = plt.subplots(figsize=(max(style.width, 0.9 * len(perturbations) + 3), 0.6 * len(labelers) + 2.5))
+    sns.heatmap(
+        # the colour scale reaches at least 5%, so that a 0.1% cell looks as good as it is
+        rates, annot=np.array(notes, dtype=object), fmt="", cmap=style.heatmap_cmap, vmin=0, vmax=max(0.05, float(np.nanmax(rates, initial=0))), ax=ax,
+        xticklabels=perturbations, yticklabels=[labels.get(lab, lab) for lab in labelers],
+        cbar_kws={"label": "flip rate"},
+    )
+    ax.set_xlabel("perturbation (meaning-preserving)")
+    ax.set_ylabel("labeler")
+    ax.tick_params(axis="x", rotation=45)
+    ax.tick_params(axis="y", rotation=0)
+    plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
+    ax.set_title("Share of labels that flip when only the report's form changes (* misses its bar)")
+    _save(fig, path, style)
+
+
+def _or_nan(value: float | None) -> float:
+    return float("nan") if value is None else float(value)
+
+
+def _flip_note(row: dict) -> str:
+    if row.get("flip_rate") is None or np.isnan(row["flip_rate"]):
+        return ""
+    return f"{row['flip_rate']:.3f}" + ("*" if row.get("passes") is False else "")
 
 
 def _legend_above(ax: plt.Axes, n_entries: int) -> None:

@@ -121,8 +121,25 @@ def cohen_kappa(gold: np.ndarray, predicted: np.ndarray) -> float:
 
 def errors_per_report(gold: np.ndarray, predicted: np.ndarray) -> np.ndarray:
     """For each report, the number of observations whose predicted class (blank included) differs from gold."""
-    same = (gold == predicted) | (np.isnan(gold) & np.isnan(predicted))
-    return np.sum(~same, axis=1)
+    return np.sum(class_differs(gold, predicted), axis=1)
+
+
+def class_differs(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Per cell, whether two label matrices hold different classes; blank (NaN) is a class of its own."""
+    return ~((a == b) | (np.isnan(a) & np.isnan(b)))
+
+
+def label_flip_rate(clean: np.ndarray, perturbed: np.ndarray) -> float:
+    """Share of report x observation cells whose class changes between the labels of the clean
+    reports and of the same reports perturbed (rows aligned); blank is a class, so blank ->
+    negative is a flip. NaN when there are no cells."""
+    return float(np.mean(class_differs(clean, perturbed))) if clean.size else float("nan")
+
+
+def expected_flip_rate(clean: np.ndarray, perturbed: np.ndarray, expected: np.ndarray) -> float:
+    """Share of the cells expected to change (boolean mask ``expected``, e.g. a negation removed
+    from the report) whose class did change. NaN when no cell is expected to change."""
+    return float(np.mean(class_differs(clean, perturbed)[expected])) if np.any(expected) else float("nan")
 
 
 def mean_ignoring_nan(scores: dict[str, float]) -> float:

@@ -182,7 +182,9 @@ class RuleLabeler:
     def sentence_labels(self, sentence: str) -> Labels:
         """The labels of one sentence's mentions, aggregated; No Finding (a report-level label) is blank."""
         found: dict[str, set[int]] = {}
-        for name, certainty in self._sentence_mentions(sentence.lower()):
+        # one space between words: mention phrases are written with single spaces, and a tab or
+        # a doubled space (a form change, see cxrlabel.perturb) must not hide a mention
+        for name, certainty in self._sentence_mentions(" ".join(sentence.lower().split())):
             found.setdefault(name, set()).add(certainty)
         return {NO_FINDING: None} | {name: _aggregate(found[name]) if name in found else None for name in OBSERVATIONS[1:]}
 

@@ -62,6 +62,14 @@ def labeler_options(labeler):
     }
 
 
+def prediction_chunk_size(labeler):
+    """Reports per labeling call: an LLM labels a chunk's distinct units together."""
+    kind = labeler_kind(labeler)
+    if kind != "llm":
+        return config["labelers"][kind]["batch_size"]
+    return config["llm"]["inference"]["chunk_size"]
+
+
 def prediction_resources(labeler):
     """The resources of a labeler's clean prediction (predict_rule, predict_bert or predict_llm),
     which its perturbed prediction shares."""

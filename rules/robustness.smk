@@ -47,6 +47,7 @@ rule predict_perturbed:
     params:
         kind=lambda wildcards: labeler_kind(wildcards.labeler),
         options=lambda wildcards: labeler_options(wildcards.labeler),
+        chunk_size=lambda wildcards: prediction_chunk_size(wildcards.labeler),
     script:
         "../workflow/scripts/predict_perturbed.py"
 

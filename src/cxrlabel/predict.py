@@ -49,7 +49,7 @@ def predict(labeler: Labeler, reports: pl.DataFrame, batch_size: int = 64) -> pl
     return predictions
 
 
-def predict_perturbed(labeler: Labeler, perturbed: pl.DataFrame, batch_size: int = 64) -> pl.DataFrame:
+def predict_perturbed(labeler: Labeler, perturbed: pl.DataFrame, chunk_size: int = 64) -> pl.DataFrame:
     """Label the perturbed reports (cxrlabel.perturb.perturbed_reports_table: ``study_id``,
     ``perturbation``, ``text``, ``changed``) whose text changed: ``study_id``, ``perturbation``, then
     the columns of :func:`predict`, in the order of ``perturbed``.
@@ -61,7 +61,7 @@ def predict_perturbed(labeler: Labeler, perturbed: pl.DataFrame, batch_size: int
     """
     changed = perturbed.filter(pl.col("changed")).select("study_id", "perturbation", "text")
     distinct = changed.unique("text", keep="first", maintain_order=True)
-    labels = predict(labeler, distinct.select("study_id", "text"), batch_size).drop("study_id").with_columns(distinct["text"])
+    labels = predict(labeler, distinct.select("study_id", "text"), chunk_size).drop("study_id").with_columns(distinct["text"])
     log.info("%d changed perturbed reports, %d distinct texts", changed.height, distinct.height)
     return changed.join(labels, on="text", how="left", maintain_order="left").drop("text")
 

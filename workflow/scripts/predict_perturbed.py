@@ -8,4 +8,4 @@ with logged(snakemake.log[0]):
     options = snakemake.params.options
     labeler = make_labeler(snakemake.params.kind, snakemake.input.get("model"), **options, threads=snakemake.threads)
     perturbed = pl.read_parquet(snakemake.input.reports, columns=["study_id", "perturbation", "text", "changed"])
-    write_predictions(predict_perturbed(labeler, perturbed, options["batch_size"]), snakemake.output[0])
+    write_predictions(predict_perturbed(labeler, perturbed, snakemake.params.chunk_size), snakemake.output[0])

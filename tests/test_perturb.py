@@ -163,7 +163,7 @@ def test_predict_perturbed_labels_each_changed_text_once_with_its_perturbation()
         "changed": [True, True, True, False, True, False],
     })
     labeler = CountingRuleLabeler()
-    predicted = predict_perturbed(labeler, perturbed, batch_size=2)
+    predicted = predict_perturbed(labeler, perturbed, chunk_size=2)
     # unchanged rows are not labeled; "NO EFFUSION." (two perturbations) is labeled once
     assert sorted(labeler.seen) == sorted(["NO EFFUSION.", "MILD CARDIOMEGALY.", "no effusion."])
     assert predicted.select("study_id", "perturbation").rows() == [

@@ -31,6 +31,8 @@ rule sft:
         base=rules.base_model.output[0],
         train=results("instruct/instruct_train.parquet"),
         validate=results("instruct/instruct_validate.parquet"),
+        reports=rules.ingest.output.reports,
+        labels=instruct_labels,
     output:
         directory(results("models/sft")),
     log:
@@ -47,6 +49,8 @@ rule sft:
     params:
         settings=config["llm"]["sft"],
         prompt=prompt_settings(),
+        epoch_selection=config["llm"]["epoch_selection"],
+        inference=config["llm"]["inference"],
     script:
         "../workflow/scripts/sft.py"
 

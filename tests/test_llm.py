@@ -3,6 +3,7 @@ resume, batched generation equal to one-at-a-time generation, and the context li
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 
@@ -18,7 +19,8 @@ from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
 from cxrlabel.training.preferences import simulated_preferences
 from cxrlabel.training.base_model import OfflineModelError, TinyModelSpec, build_base_model, resolve_model_path
 from cxrlabel.training.rlhf import gold_agreement_reward, run_group_rl, run_ppo, sentence_contexts, sequence_classifier, train_reward_model
-from cxrlabel.training.sft import run_sft
+from cxrlabel.predict import predict, write_predictions
+from cxrlabel.training.sft import EpochSelection, run_sft
 
 REPORTS = ["No pneumothorax.", "Small left pleural effusion.", "Heart size is normal.", "Possible pneumonia."] * 4
 MICRO = TinyModelSpec(vocab_size=400, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128, pretrain_epochs=1, pretrain_block=16, pretrain_batch_size=4)
@@ -73,6 +75,37 @@ def test_sft_resumes_from_its_last_checkpoint(base, tmp_path, caplog):
         run_sft(str(base), str(base / "train.parquet"), str(base / "train.parquet"), out, sft_settings(6), threads=1)
     assert "resuming from" in caplog.text and "checkpoint-4" in caplog.text
     assert (tmp_path / "sft/checkpoints/checkpoint-6").is_dir() and (tmp_path / "sft/model.safetensors").is_file()
+
+
+@pytest.fixture
+def selection(tmp_path):
+    """Validate reports (and two train ones, left out) with the rule labeler's silver labels."""
+    reports = pl.DataFrame({"study_id": [f"v{i}" for i in range(8)], "text": REPORTS[:8], "split": ["validate"] * 6 + ["train"] * 2})
+    write_predictions(predict(RuleLabeler(), reports.select("study_id", "text")), str(tmp_path / "silver.parquet"))
+    reports.write_parquet(tmp_path / "reports.parquet")
+    return EpochSelection.on_validate_split(str(tmp_path / "reports.parquet"), str(tmp_path / "silver.parquet"), PromptSettings("mentioned"), patience=2, max_new_tokens=12)
+
+
+def test_epoch_selection_scores_a_model_by_how_it_labels_the_validate_reports(base, tuned, selection):
+    assert selection.reports["study_id"].to_list() == [f"v{i}" for i in range(6)] and selection.labels.height == 6
+    scores = [selection.score(AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path, padding_side="left")) for path in (base, tuned)]
+    assert scores[1] > scores[0]  # the model tuned to the silver answers agrees with them better
+
+
+def test_sft_keeps_the_best_epoch_and_stops_patience_epochs_after_it(base, tuned, selection, tmp_path, monkeypatch):
+    """A real TRL run whose epoch scores are set (0.1, 0.5, 0.3, 0.2): it stops after epoch 4
+    and saves epoch 2's weights."""
+    scores = iter([0.1, 0.5, 0.3, 0.2, 0.5])  # the 5th: the final evaluation, of the kept model
+    monkeypatch.setattr(EpochSelection, "score", lambda self, model, tokenizer: next(scores))
+    train = str(tmp_path / "train.parquet")  # the tuned model's answers: 8 steps an epoch
+    pl.concat([pl.read_parquet(tuned.parent / "train.parquet")] * 2).write_parquet(train)
+    run_sft(str(base), train, train, str(tmp_path / "sft"), sft_settings(-1) | {"num_train_epochs": 10}, threads=1, selection=selection)
+    checkpoints = {int(path.name.split("-")[1]): path for path in (tmp_path / "sft/checkpoints").glob("checkpoint-*")}
+    state = json.loads(checkpoints[max(checkpoints)].joinpath("trainer_state.json").read_text())
+    assert [entry["eval_validate_f1"] for entry in state["log_history"] if "eval_validate_f1" in entry] == [0.1, 0.5, 0.3, 0.2]
+    assert state["best_model_checkpoint"].endswith("checkpoint-16") and sorted(checkpoints) == [16, 32]
+    saved, best, last = (AutoModelForCausalLM.from_pretrained(path).state_dict() for path in (tmp_path / "sft", checkpoints[16], checkpoints[32]))
+    assert all(torch.equal(saved[name], best[name]) for name in saved) and not all(torch.equal(saved[name], last[name]) for name in saved)
 
 
 def test_sft_is_deterministic_in_a_fresh_folder(base, tmp_path):

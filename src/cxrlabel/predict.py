@@ -32,13 +32,13 @@ def labeled_frame(labeled: Sequence[Labeled]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={**{name: LABEL_DTYPE for name in OBSERVATIONS}, **FLAGS}, orient="row")
 
 
-def predict(labeler: Labeler, reports: pl.DataFrame, batch_size: int = 64) -> pl.DataFrame:
+def predict(labeler: Labeler, reports: pl.DataFrame, chunk_size: int = 64) -> pl.DataFrame:
     """Label every report of ``reports`` (``study_id``, ``text``), in order, with a progress bar."""
     texts = reports["text"].to_list()
     batches = []
     with tqdm(total=len(texts), desc=f"labeling ({labeler.name})", unit="report", mininterval=5) as progress:
-        for start in range(0, len(texts), batch_size):
-            batches.append(labeled_frame(labeler.label_batch(texts[start : start + batch_size])))
+        for start in range(0, len(texts), chunk_size):
+            batches.append(labeled_frame(labeler.label_batch(texts[start : start + chunk_size])))
             progress.update(len(batches[-1]))
     labels = pl.concat(batches) if batches else labeled_frame([])
     predictions = pl.concat([reports.select("study_id"), labels], how="horizontal")

@@ -148,6 +148,12 @@ def mean_ignoring_nan(scores: dict[str, float]) -> float:
     return float(np.nanmean(values)) if np.any(~np.isnan(values)) else float("nan")
 
 
+def mean_weighted_f1(gold: np.ndarray, predicted: np.ndarray) -> float:
+    """Mean over observations of the weighted F1 (positive, negative, uncertain): the score the
+    trained labelers (BERT, SFT) select their epoch on, against the validate split's silver labels."""
+    return mean_ignoring_nan(weighted_f1_by_observation(gold, predicted))
+
+
 def length_tertiles(n_tokens: np.ndarray) -> np.ndarray:
     """Report-length bin of each report: 0 short, 1 medium, 2 long, cut at the 1/3 and 2/3 quantiles."""
     cuts = np.quantile(n_tokens, [1 / 3, 2 / 3])

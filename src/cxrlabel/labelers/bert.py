@@ -164,10 +164,10 @@ def predict_classes(model: BertLabelerModel, encoded: list[list[int]], pad_id: i
 
 def validation_f1(model: BertLabelerModel, encoded: list[list[int]], labels: pl.DataFrame, pad_id: int, batch_size: int) -> float:
     """Mean over observations of the weighted F1 (positive, negative, uncertain) against ``labels``."""
-    from cxrlabel.evaluation.metrics import mean_ignoring_nan, weighted_f1_by_observation
+    from cxrlabel.evaluation.metrics import mean_weighted_f1
 
     as_codes = np.vectorize(lambda c: np.nan if CLASS_CODES[c] is None else float(CLASS_CODES[c]))
-    return mean_ignoring_nan(weighted_f1_by_observation(as_codes(label_classes(labels)), as_codes(predict_classes(model, encoded, pad_id, batch_size))))
+    return mean_weighted_f1(as_codes(label_classes(labels)), as_codes(predict_classes(model, encoded, pad_id, batch_size)))
 
 
 def save_bert(model: BertLabelerModel, tokenizer, out_dir: str, settings: BertSettings) -> None:

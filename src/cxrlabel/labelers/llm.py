@@ -25,7 +25,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from cxrlabel.instruct import Parsed, PromptSettings, parse_completion, units_of
 from cxrlabel.labelers import Labeled, Labels
@@ -82,14 +82,21 @@ class LLMLabeler:
     """A fine-tuned causal LM (SFT or RLHF policy) loaded from its folder."""
 
     def __init__(self, model_dir: str, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128, threads: int | None = None) -> None:
-        path = Path(model_dir)
-        self.prompt = read_llm_settings(model_dir)
         if threads:
             torch.set_num_threads(threads)
-        self.name = name
-        self.tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
-        self.model = AutoModelForCausalLM.from_pretrained(path).to("cuda" if torch.cuda.is_available() else "cpu")
-        self.model.eval()
+        model = AutoModelForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
+        model.eval()
+        self._use(model, AutoTokenizer.from_pretrained(model_dir, padding_side="left"), read_llm_settings(model_dir), name, batch_size, max_new_tokens)
+
+    @classmethod
+    def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128) -> LLMLabeler:
+        """A labeler of a model in memory (one in training: put it in eval mode while it labels)."""
+        labeler = cls.__new__(cls)
+        labeler._use(model, tokenizer, prompt, name, batch_size, max_new_tokens)
+        return labeler
+
+    def _use(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str, batch_size: int, max_new_tokens: int) -> None:
+        self.model, self.tokenizer, self.prompt, self.name = model, tokenizer, prompt, name
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
         self.context = self.model.config.max_position_embeddings

@@ -4,21 +4,33 @@ Prompt/completion records give completion-only loss (TRL's default for that form
 come from config: paper 1 used batch 2, gradient accumulation 2, 5 epochs, Adam, lr 1e-4, bf16
 on GPUs. On a CPU keep bf16 and gradient checkpointing off (20x slower otherwise).
 Checkpoints are kept in ``<out>/checkpoints``; a rerun resumes from the last one.
+
+With an :class:`EpochSelection`, the model is scored after every epoch by labeling the validate
+reports (the BERT classifier's selection score: mean weighted F1 over observations against their
+silver labels), the best epoch is kept, and training stops after ``patience`` epochs without a
+better one (transformers' ``load_best_model_at_end`` and ``EarlyStoppingCallback``, so a resumed
+run remembers its best epoch).
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import polars as pl
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer
-from transformers.trainer_utils import get_last_checkpoint
+from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase
+from transformers.trainer_utils import EvalLoopOutput, get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
+from cxrlabel.evaluation.metrics import label_matrix, mean_weighted_f1
+from cxrlabel.instruct import PromptSettings
+from cxrlabel.io.labels import read_labels
+from cxrlabel.labelers.llm import LLMLabeler
+from cxrlabel.predict import predict
 from cxrlabel.training.base_model import weights_dtype
 
 log = logging.getLogger(__name__)
@@ -29,11 +41,60 @@ def instruction_dataset(path: str) -> Dataset:
     return Dataset.from_polars(pl.read_parquet(path, columns=["prompt", "completion"]))
 
 
-def run_sft(base_dir: str, train_path: str, validate_path: str, out_dir: str, settings: dict[str, Any], threads: int) -> dict[str, float]:
-    """Fine-tune ``base_dir`` on the training instructions; save the final model to ``out_dir``.
+SELECTION_METRIC = "validate_f1"
+
+
+@dataclass(frozen=True)
+class EpochSelection:
+    """The validate reports (``study_id``, ``text``) and their silver labels that an SFT epoch is
+    scored on, how the model is prompted, and the epochs without a better score before stopping."""
+
+    reports: pl.DataFrame
+    labels: pl.DataFrame
+    prompt: PromptSettings
+    patience: int
+    batch_size: int = 256
+    max_new_tokens: int = 128
+
+    @classmethod
+    def on_validate_split(cls, reports_path: str, labels_path: str, prompt: PromptSettings, patience: int, **inference: int) -> EpochSelection:
+        labels, _ = read_labels(labels_path)
+        reports = pl.read_parquet(reports_path).filter(pl.col("split") == "validate").join(labels.select("study_id"), on="study_id", how="semi", maintain_order="left")
+        if reports.height == 0:
+            raise ValueError(f"{reports_path}: no validate-split report has silver labels in {labels_path}; the SFT epoch is selected on them")
+        return cls(reports.select("study_id", "text"), labels.join(reports.select("study_id"), on="study_id", how="semi"), prompt, patience, **inference)
+
+    def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> float:
+        """Mean weighted F1 over observations of ``model``'s labels of the reports against the silver labels."""
+        training = model.training
+        model.eval()
+        try:
+            labeler = LLMLabeler.of(model, tokenizer, self.prompt, "sft", self.batch_size, self.max_new_tokens)
+            predicted = predict(labeler, self.reports, chunk_size=len(self.reports))
+        finally:
+            model.train(training)
+        return mean_weighted_f1(*label_matrix(self.labels, predicted)[:2])
+
+
+class SelectingSFTTrainer(SFTTrainer):
+    """SFTTrainer whose evaluation also scores the model on :class:`EpochSelection` (``eval_validate_f1``)."""
+
+    def __init__(self, *args: Any, selection: EpochSelection, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.selection = selection
+
+    def evaluation_loop(self, *args: Any, **kwargs: Any) -> EvalLoopOutput:
+        output = super().evaluation_loop(*args, **kwargs)
+        output.metrics[f"{kwargs.get('metric_key_prefix', 'eval')}_{SELECTION_METRIC}"] = self.selection.score(self.model, self.processing_class)
+        return output
+
+
+def run_sft(base_dir: str, train_path: str, validate_path: str, out_dir: str, settings: dict[str, Any], threads: int, selection: EpochSelection | None = None) -> dict[str, float]:
+    """Fine-tune ``base_dir`` on the training instructions; save the final model (or, with a
+    ``selection``, the best epoch's) to ``out_dir``.
 
     ``settings`` holds SFTConfig fields (epochs, batch size, learning rate, bf16...).
-    Returns the final training metrics and the validation loss.
+    Returns the final training metrics and the validation loss (and score).
     """
     torch.set_num_threads(threads)
     checkpoints = Path(out_dir) / "checkpoints"
@@ -49,13 +110,18 @@ def run_sft(base_dir: str, train_path: str, validate_path: str, out_dir: str, se
         "disable_tqdm": False,
         "logging_first_step": True,
     }
+    trainer_options: dict[str, Any] = {}
+    if selection:
+        settings = settings | {"eval_strategy": "epoch", "save_strategy": "epoch", "load_best_model_at_end": True, "metric_for_best_model": SELECTION_METRIC, "greater_is_better": True}
+        trainer_options = {"selection": selection, "callbacks": [EarlyStoppingCallback(early_stopping_patience=selection.patience)]}
     config = SFTConfig(output_dir=str(checkpoints), report_to="none", **(defaults | settings))
-    trainer = SFTTrainer(
+    trainer = (SelectingSFTTrainer if selection else SFTTrainer)(
         model=model,
         args=config,
         train_dataset=instruction_dataset(train_path),
         eval_dataset=instruction_dataset(validate_path),
         processing_class=tokenizer,
+        **trainer_options,
     )
     last = get_last_checkpoint(str(checkpoints)) if checkpoints.is_dir() else None
     if last:
@@ -63,6 +129,8 @@ def run_sft(base_dir: str, train_path: str, validate_path: str, out_dir: str, se
     result = trainer.train(resume_from_checkpoint=last)
     metrics = dict(result.metrics)
     metrics.update(trainer.evaluate())
+    if selection:
+        log.info("kept %s (validate F1 %.4f) after %.0f epochs", trainer.state.best_model_checkpoint, trainer.state.best_metric, trainer.state.epoch)
     log.info("sft metrics: %s", metrics)
     trainer.save_model(out_dir)
     tokenizer.save_pretrained(out_dir)

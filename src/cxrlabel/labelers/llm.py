@@ -82,11 +82,12 @@ class LLMLabeler:
     """A fine-tuned causal LM (SFT or RLHF policy) loaded from its folder."""
 
     def __init__(self, model_dir: str, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128, threads: int | None = None) -> None:
+        prompt = read_llm_settings(model_dir)  # first: a folder that is no labeler's gets a clear error
         if threads:
             torch.set_num_threads(threads)
         model = AutoModelForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
         model.eval()
-        self._use(model, AutoTokenizer.from_pretrained(model_dir, padding_side="left"), read_llm_settings(model_dir), name, batch_size, max_new_tokens)
+        self._use(model, AutoTokenizer.from_pretrained(model_dir, padding_side="left"), prompt, name, batch_size, max_new_tokens)
 
     @classmethod
     def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128) -> LLMLabeler:

@@ -75,7 +75,10 @@ def rule_of(comment: str) -> str:
 
 
 def executed_rules(log: Path) -> set[str]:
-    return set(re.findall(r"^rule (\w+):", log.read_text(), re.MULTILINE))
+    """The jobs a run executed: a rule's name, with its wildcards where it has some (one rule,
+    e.g. predict_perturbed, may finish for one labeler in the first run and for another in the rerun)."""
+    jobs = re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n)*)", log.read_text(), re.MULTILINE)
+    return {name + "".join(f"[{w}]" for w in re.findall(r"^\s+wildcards: (.*)$", block, re.MULTILINE)) for name, block in jobs}
 
 
 @pytest.fixture(scope="module")

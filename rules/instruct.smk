@@ -21,5 +21,6 @@ rule instruct:
         oversample=config["instruct"]["oversample_rare"],
         recombined=config["instruct"]["recombined_reports"],
         seed=config["instruct"]["seed"],
+        perturbed=config["instruct"]["perturbed_copies"],
     script:
         "../workflow/scripts/instruct.py"

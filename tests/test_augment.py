@@ -5,7 +5,7 @@ from __future__ import annotations
 import polars as pl
 
 from cxrlabel.augment import RECOMBINED_PREFIX, recombined_reports
-from cxrlabel.instruct import PromptSettings, parse_completion, recombined_instructions, write_instruction_sets
+from cxrlabel.instruct import PERTURBED_PREFIX, PromptSettings, parse_completion, perturbed_instructions, recombined_instructions, write_instruction_sets
 from cxrlabel.io.labels import labels_schema, write_labels
 from cxrlabel.labelers.rule import RuleLabeler
 from cxrlabel.observations import OBSERVATIONS
@@ -60,3 +60,25 @@ def test_only_the_training_split_gets_recombined_reports(tmp_path):
     train, validate = (pl.read_parquet(out[split]) for split in ("train", "validate"))
     assert train.height == 3 + 7 and train["study_id"].str.starts_with(RECOMBINED_PREFIX).sum() == 7
     assert validate["study_id"].to_list() == ["d"]
+
+
+def test_perturbed_copies_add_what_a_perturbation_changed_labeled_as_the_rule_labeler_reads_it():
+    reports = pl.DataFrame({
+        "study_id": ["a", "b"],
+        "findings": ["There is no pneumothorax. Heart size is normal.", "Status post ___. Lungs are clear."],
+        "impression": [None, None],
+        "text": ["There is no pneumothorax. Heart size is normal.", "Status post ___. Lungs are clear."],
+    })
+    labels = pl.DataFrame([{"study_id": "a", "Pneumothorax": 0, "Cardiomegaly": 0}, {"study_id": "b", "Lung Opacity": 1}], schema=labels_schema())
+    names = ["deid_redacted", "negation_removed"]
+    sentences = perturbed_instructions(reports, labels, names, seed=0, prompt=PromptSettings("mentioned", unit="sentence"))
+    assert sentences["study_id"].to_list() == [f"{PERTURBED_PREFIX}deid_redacted-b", f"{PERTURBED_PREFIX}negation_removed-a"]
+    assert "Sentence: Status post [REDACTED]." in sentences["prompt"][0]
+    assert set(parse_completion(sentences["completion"][0], "mentioned").labels.values()) == {None}
+    assert "Sentence: There is pneumothorax." in sentences["prompt"][1]
+    assert parse_completion(sentences["completion"][1], "mentioned").labels["Pneumothorax"] == 1
+    whole = perturbed_instructions(reports, labels, names, seed=0, prompt=PromptSettings("mentioned"))
+    copied = [parse_completion(c, "mentioned").labels for c in whole["completion"]]
+    assert copied[0]["Lung Opacity"] == 1  # the report's own labels: a meaning-preserving copy keeps them
+    assert (copied[1]["Pneumothorax"], copied[1]["Cardiomegaly"]) == (1, 0)  # only the control's flip changes
+    assert "Report: There is pneumothorax. Heart size is normal." in whole["prompt"][1]

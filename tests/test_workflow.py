@@ -11,6 +11,7 @@ import subprocess
 import polars as pl
 import pytest
 import yaml
+from cxrlabel.instruct import PERTURBED_PREFIX
 from conftest import ROOT
 from snakemake_runs import overlay, snakemake
 
@@ -76,11 +77,11 @@ def test_invalid_combinations_are_refused_by_the_schema(tmp_path):
 
 @pytest.mark.slow
 def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
-    """OpenI's path (rule silver labels, sentence prompts, sentence-level RL with the learned and
+    """OpenI's path (rule silver labels, sentence prompts, perturbed training copies, sentence-level RL with the learned and
     the verifiable reward) on the demo corpus, with tiny training budgets: every stage runs and
     the models and tables say what they are."""
     budget = {
-        "instruct": {"unit": "sentence", "labels": "rule"},
+        "instruct": {"unit": "sentence", "labels": "rule", "perturbed_copies": ["deid_xxxx", "negation_removed"]},
         "llm": {"tiny": {"pretrain_epochs": 0.2}, "sft": {"max_steps": 40, "per_device_train_batch_size": 16}, "inference": {"max_new_tokens": 32}},
         # the demo's expert labels cover validate and test: the verifiable reward needs them
         "rlhf": {"rewards": ["learned", "verifiable"], "prompt_split": "validate", "ppo": {"total_episodes": 16}, "grpo": {"max_steps": 2}},
@@ -93,6 +94,8 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
     train = pl.read_parquet(results / "instruct/instruct_train.parquet")
     assert train.height > 3 * pl.read_parquet(results / "corpus/reports.parquet").filter(pl.col("split") == "train").height
     assert train["prompt"].str.contains("\n\nSentence: ").all() and not train["completion"].str.contains("No Finding").any()
+    copies = train.filter(pl.col("study_id").str.starts_with(PERTURBED_PREFIX))["study_id"].str.split("-").list.get(1)
+    assert set(copies) == {"deid_xxxx", "negation_removed"}
     for model in ("sft", "ppo", "grpo"):
         assert json.loads((results / f"models/{model}/cxrlabel_llm.json").read_text()) == {"format": "mentioned", "unit": "sentence", "lowercase": False}
     pairs = pl.read_parquet(results / "rlhf/preferences.parquet")

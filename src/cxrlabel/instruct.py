@@ -51,6 +51,8 @@ def instruction(fmt: CompletionFormat, unit: Unit = "report") -> str:
 
 
 INSTRUCTION_SCHEMA = {"study_id": pl.String, "prompt": pl.String, "completion": pl.String}
+#: ``study_id`` prefix of training instances from perturbed copies (:func:`perturbed_instructions`)
+PERTURBED_PREFIX = "perturbed-"
 # Salvages "Observation": "word" pairs from a malformed (e.g. truncated) completion.
 PAIR = re.compile(r'"(?P<name>[^"]+)"\s*:\s*"(?P<word>[a-z]+)"')
 
@@ -197,12 +199,54 @@ def recombined_instructions(train_texts: list[str], n: int, seed: int, prompt: P
     return instruction_table(pl.DataFrame({"study_id": ids, "text": texts}), labels, prompt)
 
 
-def write_instruction_sets(reports_path: str, labels_path: str, prompt: PromptSettings, out: dict[str, str], oversample: int = 1, recombined: int = 0, seed: int = 0) -> None:
+def perturbed_instructions(reports: pl.DataFrame, labels: pl.DataFrame, names: list[str], seed: int, prompt: PromptSettings) -> pl.DataFrame:
+    """Instances from copies of ``reports`` rewritten by each perturbation of ``names``
+    (:mod:`cxrlabel.perturb`), so that a learned labeler sees the forms it will be tested on.
+
+    Only what a perturbation changed is added: for the sentence unit, the sentences of the
+    perturbed report that the clean report lacks, labeled by the rule labeler; for the report
+    unit, the perturbed report with the clean report's labels, except the observations a control
+    changes (``negation_removed``), which take the rule labeler's label of the perturbed text.
+    ``study_id`` is ``perturbed-<name>-<study_id>``.
+    """
+    from cxrlabel.labelers.rule import RuleLabeler
+    from cxrlabel.perturb import perturb_reports
+
+    rule = RuleLabeler()
+    by_id = {row["study_id"]: row for row in labels.iter_rows(named=True)}
+    rows = []
+    for name in names:
+        perturbed = perturb_reports(reports, name, seed)
+        for study_id, clean, text, changed, flips in zip(reports["study_id"], reports["text"], perturbed["text"], perturbed["changed"], perturbed["expected_flips"].to_list()):
+            if not changed:
+                continue
+            copy_id = f"{PERTURBED_PREFIX}{name}-{study_id}"
+            if prompt.unit == "sentence":
+                seen = set(split_sentences(clean))
+                rows += [(copy_id, prompt.build(s), serialize_labels(rule.sentence_labels(s), prompt.format)) for s in split_sentences(text) if s not in seen]
+            else:
+                flipped = rule.label(text) if flips else {}
+                copy_labels = by_id[study_id] | {observation: flipped[observation] for observation in flips}
+                rows.append((copy_id, prompt.build(text), serialize_labels(copy_labels, prompt.format)))
+    return pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA, orient="row")
+
+
+def write_instruction_sets(
+    reports_path: str,
+    labels_path: str,
+    prompt: PromptSettings,
+    out: dict[str, str],
+    oversample: int = 1,
+    recombined: int = 0,
+    seed: int = 0,
+    perturbed: list[str] | None = None,
+) -> None:
     """Write one instruction parquet per split in ``out``; reports without labels are counted, not paired.
 
     A sentence ``prompt.unit`` pairs sentences with the rule labeler's labels of them instead.
     ``oversample`` > 1 repeats training instances of rare label classes (:func:`oversample_rare`).
-    ``recombined`` > 0 adds that many recombined reports to the training split (only there).
+    ``recombined`` > 0 adds that many recombined reports to the training split (only there), and
+    ``perturbed`` the training reports' perturbed copies (:func:`perturbed_instructions`).
     """
     reports = pl.read_parquet(reports_path)
     labels, _ = read_labels(labels_path)
@@ -220,4 +264,8 @@ def write_instruction_sets(reports_path: str, labels_path: str, prompt: PromptSe
         if split == "train" and recombined > 0:
             table = pl.concat([table, recombined_instructions(labeled["text"].to_list(), recombined, seed, prompt)])
             log.info("instruct train: + %d recombined reports (seed %d), %d pairs in all", recombined, seed, table.height)
+        if split == "train" and perturbed:
+            copies = perturbed_instructions(labeled, labels, perturbed, seed, prompt)
+            table = pl.concat([table, copies])
+            log.info("instruct train: + %d pairs from perturbed copies (%s; seed %d), %d pairs in all", copies.height, ", ".join(perturbed), seed, table.height)
         table.write_parquet(path)

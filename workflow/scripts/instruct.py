@@ -10,4 +10,5 @@ with logged(snakemake.log[0]):
         snakemake.params.oversample,
         snakemake.params.recombined,
         snakemake.params.seed,
+        snakemake.params.perturbed,
     )

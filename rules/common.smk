@@ -1,3 +1,5 @@
+from pathlib import Path
+
 SPLITS = ["train", "validate", "test"]
 RL_ALGORITHMS = ["ppo", "grpo", "rloo"]
 
@@ -122,10 +124,17 @@ def instruct_labels(wildcards):
 
 
 def preference_inputs(wildcards):
-    """The SFT policy and expert labels for simulated judgements, or the human judgements file."""
+    """The SFT policy and expert labels for simulated judgements, or the human judgements file.
+
+    A judgements file that does not exist yet is left out, so that the DAG plans and runs up to
+    the preferences job, which then says how to produce it (review_set, cxrlabel review).
+    """
     inputs = {"reports": rules.ingest.output.reports}
     if config["rlhf"]["judge"] == "human":
-        return inputs | {"judgements": config["rlhf"]["human_judgements"]}
+        judgements = config["rlhf"]["human_judgements"]
+        return inputs | (
+            {"judgements": judgements} if Path(judgements).exists() else {}
+        )
     return inputs | {"policy": rules.sft.output[0], "expert": rules.ingest.output.gold}
 
 

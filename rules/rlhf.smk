@@ -1,3 +1,29 @@
+rule review_set:
+    """Blinded pairs of SFT candidate outputs for radiologists to judge (cxrlabel review)."""
+    input:
+        policy=rules.sft.output[0],
+        reports=rules.ingest.output.reports,
+    output:
+        results("review/pairs.csv"),
+    log:
+        logs("review_set"),
+    benchmark:
+        bench("review_set")
+    conda:
+        "../envs/train.yaml"
+    threads: resources_of("review_set")["threads"]
+    resources:
+        mem_mb=resources_of("review_set")["mem_mb"],
+        runtime=resources_of("review_set")["runtime"],
+        gpu=resources_of("review_set")["gpu"],
+    params:
+        rlhf=preference_settings(),
+        batch_size=config["llm"]["inference"]["batch_size"],
+        max_new_tokens=config["llm"]["inference"]["max_new_tokens"],
+    script:
+        "../workflow/scripts/review_set.py"
+
+
 rule preferences:
     """The preference collection set: SFT candidates ranked by a simulated expert, or human judgements."""
     input:
@@ -21,6 +47,7 @@ rule preferences:
         batch_size=config["llm"]["inference"]["batch_size"],
         max_new_tokens=config["llm"]["inference"]["max_new_tokens"],
         prompt=prompt_settings(),
+        review_pairs=rules.review_set.output[0],
     script:
         "../workflow/scripts/preferences.py"
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 import polars as pl
 
 from cxrlabel.augment import RECOMBINED_PREFIX, recombined_reports
-from cxrlabel.instruct import PERTURBED_PREFIX, PromptSettings, parse_completion, perturbed_instructions, recombined_instructions, write_instruction_sets
+from cxrlabel.instruct import (
+    PERTURBED_PREFIX,
+    PromptSettings,
+    parse_completion,
+    perturbed_instructions,
+    recombined_instructions,
+    write_instruction_sets,
+)
 from cxrlabel.io.labels import labels_schema, write_labels
 from cxrlabel.labelers.rule import RuleLabeler
 from cxrlabel.observations import OBSERVATIONS

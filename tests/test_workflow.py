@@ -11,9 +11,11 @@ import subprocess
 import polars as pl
 import pytest
 import yaml
-from cxrlabel.instruct import PERTURBED_PREFIX
 from conftest import ROOT
+from review_browser import ReviewServer, chromium, free_port, require_browser
 from snakemake_runs import overlay, snakemake
+
+from cxrlabel.instruct import PERTURBED_PREFIX
 
 TRAINING_RULES = {"bert_train", "base_model", "sft", "preferences", "reward_model", "rl_policy"}
 
@@ -65,6 +67,12 @@ def test_paper_config_runs_on_files_shaped_like_mimic_cxr(tmp_path):
     snakemake("--cores", "1", "--configfile", "config/mimic.yaml", str(path), "--", str(tmp_path / "results/instruct/instruct_train.parquet"))
     summary = json.loads((tmp_path / "results/corpus/ingest_summary.json").read_text())
     assert summary["kept"]["reports"] == 7 and summary["dropped"]["no_split"] == 2
+    # without a judgements file the whole DAG plans (the preferences job says how to get one when it runs)
+    assert not (ROOT / "data/preferences/radiologist_judgements.csv").exists()
+    whole = snakemake("-n", "--configfile", "config/mimic.yaml", str(path)).stdout
+    for rule in ("sft", "preferences", "reward_model", "rl_policy", "predict_llm", "evaluate", "figures"):
+        assert f"rule {rule}:" in whole, rule
+    assert "rule review_set:" in snakemake("-n", "--configfile", "config/mimic.yaml", str(path), "--", "review_set").stdout
 
 
 def test_invalid_combinations_are_refused_by_the_schema(tmp_path):
@@ -177,3 +185,62 @@ def test_same_config_same_predictions(pipeline):
         shutil.move(path, path.with_suffix(".previous"))
         snakemake("--cores", "2", "--configfile", pipeline["config"], "--", str(path))
         assert pl.read_parquet(path).equals(before), name
+
+
+def test_radiologists_judge_in_a_browser_and_the_reward_model_learns_from_their_judgements(pipeline, tmp_path):
+    """The review_set rule's pairs, judged in headless Chromium (by click and by key), survive a
+    reload and a killed server, and feed the preferences rule and the reward model (judge: human)."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.wait import WebDriverWait
+
+    from cxrlabel.training.rlhf import held_out
+
+    require_browser()
+    run = tmp_path / "run"  # a copy: the human judge must not replace the shared pipeline's preferences
+    shutil.copytree(pipeline["dir"], run, symlinks=True)
+    pairs_csv, judgements = run / "results/review/pairs.csv", tmp_path / "radiologist_judgements.csv"
+    snakemake("--cores", "2", "--rerun-triggers", "mtime", "--configfile", overlay(run), "--", str(pairs_csv))
+    pairs = pl.read_csv(pairs_csv, infer_schema=False)
+    assert pairs.height > 20 and pairs.columns == ["pair_id", "study_id", "text", "output_a", "output_b"]
+
+    server = ReviewServer(pairs_csv, judgements, free_port(), tmp_path / "server.log").start()
+    try:
+        with chromium() as browser:
+            browser.get(server.url)
+            browser.find_element(By.ID, "annotator").send_keys("Dr Rivera")
+            browser.find_element(By.ID, "begin").click()
+            progress = lambda: browser.find_element(By.ID, "progress").text
+            assert progress() == f"Pair 1 of {pairs.height}"
+            assert browser.find_element(By.ID, "report-text").text.split() == pairs["text"][0].split()
+            browser.find_element(By.ID, "comment").send_keys("A misses the effusion")
+            browser.find_element(By.ID, "choose-a").click()  # by click
+            assert progress() == f"Pair 2 of {pairs.height}"
+            browser.find_element(By.TAG_NAME, "body").send_keys("b")  # by key
+            WebDriverWait(browser, 10).until(lambda _: progress() == f"Pair 3 of {pairs.height}")
+            browser.find_element(By.TAG_NAME, "body").send_keys("B")
+            WebDriverWait(browser, 10).until(lambda _: progress() == f"Pair 4 of {pairs.height}")
+            browser.refresh()
+            assert progress() == f"Pair 4 of {pairs.height}"  # a reload resumes
+            browser.save_screenshot(str(tmp_path / "review.png"))
+            server.kill()
+            assert len(pl.read_csv(judgements)) == 3  # on disk before the server died
+            server.start()
+            browser.refresh()
+            assert progress() == f"Pair 4 of {pairs.height}" and browser.find_element(By.CSS_SELECTOR, "input[name=pair_id]").get_attribute("value") == pairs["pair_id"][3]
+    finally:
+        server.kill()
+    judged = pl.read_csv(judgements, infer_schema=False)
+    assert judged["preferred"].to_list() == ["a", "b", "b"] and judged["pair_id"].to_list() == pairs["pair_id"][:3].to_list()
+    assert judged["comment"][0] == "A misses the effusion" and (judged["annotator"] == "Dr Rivera").all()
+
+    # hold out some of the judged reports' pairs: three judgements, so pick the fraction that splits them
+    studies = judged["study_id"].to_list()
+    fraction = next(f for f in (0.2, 0.35, 0.5, 0.65, 0.8) if 0 < sum(held_out(s, f, 0) for s in studies) < len(studies))
+    human = overlay(run, {"rlhf": {"judge": "human", "human_judgements": str(judgements), "held_out_fraction": fraction}})
+    snakemake("--cores", "2", "--rerun-triggers", "mtime", "--configfile", human, "--", str(run / "results/models/reward"))
+    preferences = pl.read_parquet(run / "results/rlhf/preferences.parquet")
+    assert preferences.height == 3 and (preferences["source"] == "human").all()
+    chosen = [row["output_a"] if row["preferred"] == "a" else row["output_b"] for row in judged.iter_rows(named=True)]
+    assert preferences["chosen"].to_list() == [c.strip() for c in chosen]
+    metrics = json.loads((run / "results/models/reward/reward_metrics.json").read_text())
+    assert metrics["train_pairs"] + metrics["held_out_pairs"] == 3 and metrics["train_pairs"] > 0

@@ -1,4 +1,5 @@
-"""Command line: ``cxrlabel label`` labels any CSV of reports in CheXpert format."""
+"""Command line: ``cxrlabel label`` labels any CSV of reports in CheXpert format; ``cxrlabel review``
+serves the page on which radiologists judge pairs of label outputs."""
 
 from __future__ import annotations
 
@@ -80,11 +81,21 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--output", type=Path, required=True)
     label.add_argument("--text-columns", help="comma-separated columns joined into the report text (default: report, else findings,impression)")
     label.add_argument("--batch-size", type=int, help="reports per batch (default: rule and llm 1024, bert 64)")
+    review = commands.add_parser("review", help="serve the page on which radiologists judge pairs of label outputs")
+    review.add_argument("--pairs", type=Path, required=True, help="the review set (review/pairs.csv of the review_set rule)")
+    review.add_argument("--judgements", type=Path, required=True, help="CSV the judgements are appended to (rlhf.human_judgements)")
+    review.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    review.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
+        if args.command == "review":
+            from cxrlabel.review.app import serve
+
+            serve(args.pairs, args.judgements, args.host, args.port)
+            return 0
         count = label_csv(args.input, args.output, args.labeler, args.model, args.text_columns.split(",") if args.text_columns else None, args.batch_size or DEFAULT_BATCH_SIZES[args.labeler])
-    except (BadInputError, ValueError, FileNotFoundError, pa.ArrowInvalid) as error:
+    except (BadInputError, ValueError, OSError, pa.ArrowInvalid) as error:  # OSError: a missing file, a port in use
         print(f"cxrlabel: error: {error}", file=sys.stderr)
         return 2
     logging.info("labeled %d reports -> %s", count, args.output)

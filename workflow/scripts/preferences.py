@@ -10,4 +10,5 @@ with logged(snakemake.log[0]):
         snakemake.params.batch_size,
         snakemake.params.max_new_tokens,
         dict(snakemake.output),
+        snakemake.params.review_pairs,
     )

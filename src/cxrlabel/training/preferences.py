@@ -6,7 +6,8 @@ Two sources of judgement:
   different agreement is a pair, the better one chosen, with the difference as margin. Ties
   are not pairs. Identical candidates are de-duplicated before ranking.
 - ``human``: a file of pairwise judgements (CSV or JSONL) with the columns of
-  :data:`HUMAN_COLUMNS`; invalid rows are reported with their line and reason, never dropped
+  :data:`HUMAN_COLUMNS` (``cxrlabel review`` writes it); ties and skips carry no preference and
+  are counted as such, invalid rows are reported with their line and reason, never dropped
   silently.
 
 The set (``preferences.parquet``) has the columns of :data:`PREFERENCE_SCHEMA`.
@@ -79,8 +80,8 @@ def rank_pairs(study_id: str, prompt: str, candidates: list[str], expert: Labels
 
 
 def read_human_judgements(path: str, reports: pl.DataFrame, prompt: PromptSettings, drops: DropLog) -> pl.DataFrame:
-    """Pairs from a radiologist's judgements; rows naming an unknown study, an invalid choice, or
-    two identical outputs are dropped into ``drops`` with their line."""
+    """Pairs from a radiologist's judgements; ties and skips, and rows naming an unknown study, an
+    invalid choice, or two identical outputs are dropped into ``drops`` with their line and reason."""
     source = Path(path)
     if source.suffix == ".jsonl":
         records = []
@@ -104,8 +105,10 @@ def read_human_judgements(path: str, reports: pl.DataFrame, prompt: PromptSettin
         preferred = (row["preferred"] or "").strip().lower()
         if row["study_id"] not in texts:
             drops.drop(*where, "unknown_study", f"study_id {row['study_id']!r} is not in the reports table")
+        elif preferred in ("tie", "skip"):
+            drops.drop(*where, preferred, f"judged {preferred}: no preferred output")
         elif preferred not in ("a", "b"):
-            drops.drop(*where, "invalid_choice", f"preferred must be 'a' or 'b', found {row['preferred']!r}")
+            drops.drop(*where, "invalid_choice", f"preferred must be 'a', 'b', 'tie' or 'skip', found {row['preferred']!r}")
         elif not row["output_a"] or not row["output_b"] or row["output_a"].strip() == row["output_b"].strip():
             drops.drop(*where, "not_a_pair", "output_a and output_b must be two different, non-empty outputs")
         else:
@@ -146,13 +149,22 @@ def simulated_preferences(policy_dir: str, reports: pl.DataFrame, expert: pl.Dat
     return pl.DataFrame(pairs, schema=PREFERENCE_SCHEMA)
 
 
-def collect_preferences(inputs: dict[str, str], rlhf: dict, prompt: PromptSettings, batch_size: int, max_new_tokens: int, out: dict[str, str]) -> pl.DataFrame:
-    """Build the preference set from the configured judge and write it with its dropped rows."""
+def collect_preferences(inputs: dict[str, str], rlhf: dict, prompt: PromptSettings, batch_size: int, max_new_tokens: int, out: dict[str, str], review_pairs: str = "review/pairs.csv") -> pl.DataFrame:
+    """Build the preference set from the configured judge and write it with its dropped rows.
+
+    Human judgements that do not exist yet stop here with the commands that collect them
+    (``review_pairs``: where the review_set rule writes the pairs to judge)."""
     from cxrlabel.io.labels import read_labels
 
     reports = pl.read_parquet(inputs["reports"]).filter(pl.col("split") == rlhf["preference_split"])
     drops = DropLog()
     if rlhf["judge"] == "human":
+        if "judgements" not in inputs:
+            raise BadInputError(
+                f"rlhf.human_judgements: {rlhf['human_judgements']} does not exist. Radiologists produce it: "
+                f"`snakemake --configfile <your config> review_set` writes the pairs to judge ({review_pairs}), then "
+                f"`cxrlabel review --pairs {review_pairs} --judgements {rlhf['human_judgements']}` serves the page that records their judgements there (README: Expert preference review)"
+            )
         pairs = read_human_judgements(inputs["judgements"], reports, prompt, drops)
     else:
         expert, kind = read_labels(inputs["expert"])

@@ -1,0 +1,123 @@
+"""``cxrlabel review``: a local web page on which radiologists judge pairs of label outputs.
+
+Server-rendered (Flask, Jinja with autoescaping: a report's text is always shown as text), every
+asset served from this package, no script or font from elsewhere. An annotator gives a name,
+then sees one pair at a time: the report, and the two label sets observation by observation with
+the rows that differ highlighted; A / B / tie / skip by button or key (a, b, t, s), an optional
+comment. Each judgement is appended and synced to the judgements file before the next pair is
+shown (:class:`~cxrlabel.review.pairs.JudgementStore`), and the page always shows the annotator's
+first pair not yet judged, so a reload, a restart or another day resumes where they stopped.
+
+Every form carries the server's token (a page from another site, or from before a restart, is
+refused) and the pair it judges (a replayed or stale submission is refused, nothing written).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import secrets
+from pathlib import Path
+
+from flask import Flask, abort, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
+
+from cxrlabel.instruct import parse_completion
+from cxrlabel.observations import OBSERVATIONS
+from cxrlabel.review.pairs import CHOICES, JudgementStore, read_pairs
+
+log = logging.getLogger(__name__)
+
+ANNOTATOR_NAME = re.compile(r"[\w][\w .'-]{0,63}")
+MAX_COMMENT = 2000
+CERTAINTY_WORDS = {1: "positive", 0: "negative", -1: "uncertain", None: ""}
+
+
+def label_rows(output_a: str, output_b: str) -> list[dict[str, object]]:
+    """One row per observation: the certainty word in each output, and whether they differ."""
+    a, b = parse_completion(output_a, "mentioned").labels, parse_completion(output_b, "mentioned").labels
+    return [{"observation": name, "a": CERTAINTY_WORDS[a[name]], "b": CERTAINTY_WORDS[b[name]], "differs": a[name] != b[name]} for name in OBSERVATIONS]
+
+
+def malformed(output: str) -> str | None:
+    """Why an output is not a well-formed label set ("blank" values of the full format are fine)."""
+    error = parse_completion(output, "mentioned").error
+    problems = [p for p in (error or "").split("; ") if p and not p.endswith("'blank'")]
+    return "; ".join(problems) or None
+
+
+def create_app(pairs_path: str | Path, judgements_path: str | Path) -> Flask:
+    """The review app for the pairs at ``pairs_path``, appending to ``judgements_path``."""
+    pairs = read_pairs(pairs_path).to_dicts()
+    by_id = {pair["pair_id"]: pair for pair in pairs}
+    store = JudgementStore(judgements_path)
+    token = secrets.token_urlsafe(16)
+    app = Flask(__name__)
+    app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+
+    def annotator_name(name: str) -> str:
+        if not ANNOTATOR_NAME.fullmatch(name):
+            abort(400, "an annotator name is 1-64 letters, digits, spaces or . ' - _, starting with a letter or digit")
+        return name
+
+    @app.errorhandler(HTTPException)
+    def explain(error: HTTPException):
+        return render_template("error.html", code=error.code, title=error.name, message=error.description), error.code
+
+    @app.get("/")
+    def start():
+        name = request.args.get("annotator", "").strip()
+        if name:
+            return redirect(url_for("annotate", annotator=annotator_name(name)))
+        return render_template("start.html", n_pairs=len(pairs), judgements=str(judgements_path))
+
+    @app.get("/annotate/<annotator>")
+    def annotate(annotator: str):
+        annotator_name(annotator)
+        judged = store.judged_by(annotator)
+        pending = [pair for pair in pairs if pair["pair_id"] not in judged]
+        if not pending:
+            return render_template("done.html", annotator=annotator, n_pairs=len(pairs), judgements=str(judgements_path))
+        pair = pending[0]
+        return render_template(
+            "pair.html", annotator=annotator, pair=pair, rows=label_rows(pair["output_a"], pair["output_b"]),
+            malformed_a=malformed(pair["output_a"]), malformed_b=malformed(pair["output_b"]),
+            position=len(pairs) - len(pending) + 1, n_pairs=len(pairs), token=token, choices=CHOICES,
+        )
+
+    @app.post("/annotate/<annotator>")
+    def judge(annotator: str):
+        annotator_name(annotator)
+        form = request.form
+        if not secrets.compare_digest(form.get("token", ""), token):
+            abort(403, "this page is out of date (the server was restarted) or came from elsewhere: reload it and judge again")
+        pair = by_id.get(form.get("pair_id", ""))
+        if pair is None:
+            abort(400, f"unknown pair_id {form.get('pair_id', '')!r}: not in the pairs file")
+        choice = form.get("choice", "")
+        if choice not in CHOICES:
+            abort(400, f"choice must be one of {', '.join(CHOICES)}, not {choice!r}")
+        comment = " ".join(form.get("comment", "").split())
+        if len(comment) > MAX_COMMENT:
+            abort(400, f"the comment is {len(comment)} characters: at most {MAX_COMMENT}")
+        if not store.append(pair, choice, annotator, comment):
+            abort(409, f"{annotator} already judged pair {pair['pair_id']}: nothing was written (a resubmitted form); the next pair is on the annotation page")
+        log.info("%s judged %s: %s", annotator, pair["pair_id"], choice)
+        return redirect(url_for("annotate", annotator=annotator), code=303)
+
+    return app
+
+
+def serve(pairs_path: str | Path, judgements_path: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Run the review app until interrupted (a threaded server: several annotators at once)."""
+    from werkzeug.serving import make_server
+
+    app = create_app(pairs_path, judgements_path)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("serving on %s: anyone who can reach this machine can read the reports and submit judgements", host)
+    server = make_server(host, port, app, threaded=True)
+    log.info("reviewing %s -> %s at http://%s:%d/ (Ctrl-C stops; every submitted judgement is already on disk)", pairs_path, judgements_path, host, server.server_port)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,144 @@
+"""What radiologists review: blinded pairs of label outputs for one report, and their judgements.
+
+The review set (``review/pairs.csv``, :data:`PAIR_COLUMNS`) holds, for the reports of the
+preference split, distinct pairs of candidate outputs sampled from the SFT model. Pairs are
+shuffled and each pair's sides drawn at random, and nothing in a row says which sample a side
+came from: a reviewer cannot favour a position or a source.
+
+The judgements file (:data:`JUDGEMENT_COLUMNS`) is what the ``preferences`` rule reads
+(``rlhf.human_judgements``): ``study_id, output_a, output_b, preferred, annotator``, then
+``pair_id, comment, judged_at``. ``preferred`` is ``a``, ``b``, ``tie`` or ``skip``; ties and
+skips are kept in the file (a resumed review does not show them again) and counted, not paired,
+by the preferences rule.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import logging
+import os
+import random
+import threading
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+
+import polars as pl
+
+from cxrlabel.io.records import BadInputError
+
+log = logging.getLogger(__name__)
+
+PAIR_COLUMNS = ("pair_id", "study_id", "text", "output_a", "output_b")
+JUDGEMENT_COLUMNS = ("study_id", "output_a", "output_b", "preferred", "annotator", "pair_id", "comment", "judged_at")
+CHOICES = ("a", "b", "tie", "skip")
+
+
+def blinded_pairs(study_ids: Sequence[str], texts: Sequence[str], candidates: Sequence[Sequence[str]], max_pairs: int, seed: int) -> pl.DataFrame:
+    """The review set: per report, at most ``max_pairs`` pairs of its distinct candidates (drawn at
+    random when there are more), every pair's sides swapped at random, all pairs shuffled, and
+    ``pair_id`` numbered in the shuffled order (so it says nothing of the source either)."""
+    rng = random.Random(seed)
+    rows = []
+    for study_id, text, outputs in zip(study_ids, texts, candidates):
+        distinct = list(dict.fromkeys(output.strip() for output in outputs if output.strip()))
+        pairs = list(itertools.combinations(distinct, 2))
+        for a, b in rng.sample(pairs, min(max_pairs, len(pairs))):
+            rows.append((study_id, text, *((b, a) if rng.random() < 0.5 else (a, b))))
+    rng.shuffle(rows)
+    numbered = [(f"p{index:05d}", *row) for index, row in enumerate(rows, start=1)]
+    return pl.DataFrame(numbered, schema={name: pl.String for name in PAIR_COLUMNS}, orient="row")
+
+
+def review_set(policy_dir: str, reports: pl.DataFrame, n_candidates: int, temperature: float, max_pairs: int, seed: int, batch_size: int, max_new_tokens: int) -> pl.DataFrame:
+    """Sample ``n_candidates`` outputs per report from the policy and pair them (:func:`blinded_pairs`)."""
+    from cxrlabel.labelers.llm import LLMLabeler
+
+    policy = LLMLabeler(policy_dir, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    if policy.prompt.unit != "report":
+        raise BadInputError(f"{policy_dir}: a {policy.prompt.unit}-unit model: reviewers judge outputs for whole reports (instruct.unit: report)")
+    texts = reports["text"].to_list()
+    candidates = policy.sample([policy.prompt_ids(text)[0] for text in texts], n_candidates, temperature, seed)
+    return blinded_pairs(reports["study_id"].to_list(), texts, candidates, max_pairs, seed)
+
+
+def write_review_set(policy_dir: str, reports_path: str, rlhf: dict, batch_size: int, max_new_tokens: int, out: str) -> pl.DataFrame:
+    """The review set of the reports of ``rlhf["preference_split"]`` (the rlhf settings of the
+    preferences rule: candidates, temperature, max_pairs_per_report, seed), written as CSV."""
+    reports = pl.read_parquet(reports_path).filter(pl.col("split") == rlhf["preference_split"])
+    pairs = review_set(policy_dir, reports, rlhf["candidates"], rlhf["temperature"], rlhf["max_pairs_per_report"], rlhf["seed"], batch_size, max_new_tokens)
+    pairs.write_csv(out)
+    log.info("review set: %d pairs from %d %s reports (%d reports with a single distinct candidate, no pair) -> %s",
+             pairs.height, reports.height, rlhf["preference_split"], reports.height - pairs["study_id"].n_unique(), out)
+    return pairs
+
+
+def read_pairs(path: str | Path) -> pl.DataFrame:
+    """The review set at ``path``, checked: every column present, every field filled, pair ids
+    unique, the two outputs different. A bad file raises naming the file, line and problem."""
+    try:
+        table = pl.read_csv(path, infer_schema=False)
+    except (OSError, pl.exceptions.PolarsError) as error:
+        raise BadInputError(f"{path}: not a readable CSV: {error}") from error
+    missing = [name for name in PAIR_COLUMNS if name not in table.columns]
+    if missing:
+        raise BadInputError(f"{path}: line 1 (header): missing column(s) {missing}; expected {list(PAIR_COLUMNS)}")
+    if table.height == 0:
+        raise BadInputError(f"{path}: no pairs to review")
+    seen: set[str] = set()
+    for line, row in enumerate(table.select(PAIR_COLUMNS).iter_rows(named=True), start=2):
+        empty = [name for name in PAIR_COLUMNS if not (row[name] or "").strip()]
+        if empty:
+            raise BadInputError(f"{path}: line {line}: empty {', '.join(empty)}")
+        if row["pair_id"] in seen:
+            raise BadInputError(f"{path}: line {line}: pair_id {row['pair_id']!r} appears twice")
+        if row["output_a"].strip() == row["output_b"].strip():
+            raise BadInputError(f"{path}: line {line}: output_a and output_b are the same output: not a pair")
+        seen.add(row["pair_id"])
+    return table.select(PAIR_COLUMNS)
+
+
+class JudgementStore:
+    """The judgements file, appended one judgement at a time and synced to disk before the call
+    returns: a killed server loses nothing that was acknowledged. Reading it back tells each
+    annotator's judged pairs, so a review resumes where it stopped."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.lock = threading.Lock()
+        self.judged: dict[str, set[str]] = {}
+        if self.path.exists() and self.path.stat().st_size > 0:
+            existing = pl.read_csv(self.path, infer_schema=False)
+            missing = [name for name in JUDGEMENT_COLUMNS if name not in existing.columns]
+            if missing:
+                raise BadInputError(f"{self.path}: line 1 (header): missing column(s) {missing}: not a judgements file of `cxrlabel review`")
+            for annotator, pair_id in existing.select("annotator", "pair_id").iter_rows():
+                self.judged.setdefault(annotator, set()).add(pair_id)
+
+    def judged_by(self, annotator: str) -> set[str]:
+        with self.lock:
+            return set(self.judged.get(annotator, ()))
+
+    def append(self, pair: dict[str, str], preferred: str, annotator: str, comment: str) -> bool:
+        """Record one judgement; False (and nothing written) if ``annotator`` already judged the pair."""
+        if preferred not in CHOICES:
+            raise ValueError(f"preferred must be one of {CHOICES}, not {preferred!r}")
+        row = {
+            "study_id": pair["study_id"], "output_a": pair["output_a"], "output_b": pair["output_b"], "preferred": preferred,
+            "annotator": annotator, "pair_id": pair["pair_id"], "comment": comment, "judged_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        with self.lock:
+            if pair["pair_id"] in self.judged.get(annotator, ()):
+                return False
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            new = not self.path.exists() or self.path.stat().st_size == 0
+            with self.path.open("a", newline="", encoding="utf-8") as handle:
+                writer = csv.DictWriter(handle, fieldnames=JUDGEMENT_COLUMNS)
+                if new:
+                    writer.writeheader()
+                writer.writerow(row)
+                handle.flush()
+                os.fsync(handle.fileno())
+            self.judged.setdefault(annotator, set()).add(pair["pair_id"])
+            return True

@@ -1,0 +1,159 @@
+"""The expert review: blinded pairs, the pairs file's checks, the review app's pages and
+submissions, and judgements that the preferences rule reads (the browser test: test_workflow)."""
+
+from __future__ import annotations
+
+import csv
+import os
+
+import polars as pl
+import pytest
+
+from cxrlabel.instruct import PromptSettings
+from cxrlabel.io.records import BadInputError, DropLog
+from cxrlabel.review.app import create_app
+from cxrlabel.review.pairs import JUDGEMENT_COLUMNS, PAIR_COLUMNS, blinded_pairs, read_pairs
+from cxrlabel.training.preferences import collect_preferences, read_human_judgements
+
+MALICIOUS = "<script>document.title='pwned'</script><img src=x onerror=alert(1)> Small <b>left</b> effusion."
+OUTPUTS = ['{"Pleural Effusion": "positive"}', '{"Pleural Effusion": "uncertain"}', '{"Pleural Effusion": "negative"}', '{"Pneumothorax": "positive"}']
+
+
+def write_pairs(path, n_reports: int = 3) -> pl.DataFrame:
+    ids = [f"s{i}" for i in range(n_reports)]
+    texts = [MALICIOUS, *[f"Report {i}. No pneumothorax." for i in range(1, n_reports)]]
+    pairs = blinded_pairs(ids, texts, [OUTPUTS] * n_reports, max_pairs=2, seed=0)
+    pairs.write_csv(path)
+    return pairs
+
+
+def test_blinded_pairs_are_distinct_shuffled_and_say_nothing_of_their_source():
+    candidates = [[*OUTPUTS, OUTPUTS[0], " " + OUTPUTS[1]] for _ in range(40)]  # repeats: one candidate
+    pairs = blinded_pairs([f"s{i}" for i in range(40)], [f"text {i}" for i in range(40)], candidates, max_pairs=6, seed=1)
+    assert pairs.columns == list(PAIR_COLUMNS) and pairs.height == 40 * 6  # 4 distinct candidates: 6 pairs each
+    assert pairs["pair_id"].to_list() == [f"p{i:05d}" for i in range(1, 241)]
+    assert (pairs["output_a"] != pairs["output_b"]).all()
+    assert pairs.select("study_id", "output_a", "output_b").is_duplicated().sum() == 0
+    unordered = {(s, *sorted((a, b))) for s, a, b in pairs.select("study_id", "output_a", "output_b").iter_rows()}
+    assert len(unordered) == 240  # not the same pair twice, in either order
+    first_listed = sum(OUTPUTS.index(a) < OUTPUTS.index(b) for a, b in pairs.select("output_a", "output_b").iter_rows())
+    assert 80 < first_listed < 160  # sides drawn at random, not in candidate order
+    assert pairs["study_id"].to_list() != sorted(pairs["study_id"].to_list(), key=lambda s: int(s[1:]))  # shuffled across reports
+    assert pairs.equals(blinded_pairs([f"s{i}" for i in range(40)], [f"text {i}" for i in range(40)], candidates, max_pairs=6, seed=1))
+    capped = blinded_pairs(["s"], ["t"], [OUTPUTS], max_pairs=2, seed=0)
+    assert capped.height == 2
+    assert blinded_pairs(["s"], ["t"], [[OUTPUTS[0]] * 4], max_pairs=2, seed=0).height == 0  # one distinct candidate: no pair
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        ("pair_id,study_id,text,output_a\np1,s1,t,a\n", "line 1 (header): missing column(s) ['output_b']"),
+        ("pair_id,study_id,text,output_a,output_b\np1,s1,t,a,b\np2,s2,,a,b\n", "line 3: empty text"),
+        ("pair_id,study_id,text,output_a,output_b\np1,s1,t,a,b\np1,s2,t,a,b\n", "line 3: pair_id 'p1' appears twice"),
+        ("pair_id,study_id,text,output_a,output_b\np1,s1,t,same,same \n", "line 2: output_a and output_b are the same output"),
+        ("pair_id,study_id,text,output_a,output_b\n", "no pairs to review"),
+    ],
+)
+def test_a_bad_pairs_file_is_refused_naming_file_line_and_problem(tmp_path, content, problem):
+    path = tmp_path / "pairs.csv"
+    path.write_text(content)
+    with pytest.raises(BadInputError) as error:
+        read_pairs(path)
+    assert str(error.value).startswith(f"{path}: ") and problem in str(error.value)
+    with pytest.raises(BadInputError, match="pairs.csv: "):
+        create_app(path, tmp_path / "judgements.csv")
+
+
+@pytest.fixture
+def review(tmp_path):
+    pairs = write_pairs(tmp_path / "pairs.csv")
+    judgements = tmp_path / "judgements.csv"
+    app = create_app(tmp_path / "pairs.csv", judgements)
+    return {"client": app.test_client(), "pairs": pairs, "judgements": judgements, "dir": tmp_path}
+
+
+def form_of(page: str) -> dict[str, str]:
+    token = page.split('name="token" value="', 1)[1].split('"', 1)[0]
+    pair_id = page.split('name="pair_id" value="', 1)[1].split('"', 1)[0]
+    return {"token": token, "pair_id": pair_id}
+
+
+def judgement_rows(path) -> list[dict[str, str]]:
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_the_page_shows_the_report_as_text_and_highlights_the_labels_that_differ(review):
+    client, pairs = review["client"], review["pairs"]
+    malicious = pairs.filter(pl.col("study_id") == "s0")["pair_id"][0]
+    for _ in range(pairs["pair_id"].to_list().index(malicious)):  # judge up to the malicious report's pair
+        page = client.get("/annotate/dr-a").get_data(as_text=True)
+        client.post("/annotate/dr-a", data=form_of(page) | {"choice": "skip"})
+    page = client.get("/annotate/dr-a").get_data(as_text=True)
+    assert form_of(page)["pair_id"] == malicious
+    assert "<script>document" not in page and "<img src=x" not in page and "<b>left</b>" not in page
+    assert "&lt;script&gt;document.title=&#39;pwned&#39;&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;" in page
+    assert page.count('<script src="/static/review.js"></script>') == 1 and page.count("<script") == 1  # our one local script
+    assert "http://" not in page and "https://" not in page  # no asset from elsewhere
+    assert page.count('<tr class="differs">') >= 1 and page.count('<tr class="differs">') + page.count('<tr class="same">') == 14
+
+
+def test_submissions_are_checked_and_written_once_and_a_restart_resumes(review, monkeypatch):
+    client, pairs, judgements = review["client"], review["pairs"], review["judgements"]
+    synced = []
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(fd))
+    page = client.get("/annotate/Dr A").get_data(as_text=True)
+    assert f"Pair 1 of {pairs.height}" in page
+    form = form_of(page)
+    refusals = [
+        (form | {"token": "forged", "choice": "a"}, 403, "out of date"),
+        (form | {"choice": "maybe"}, 400, "choice must be one of a, b, tie, skip, not &#39;maybe&#39;"),
+        (form | {"pair_id": "p99999", "choice": "a"}, 400, "unknown pair_id"),
+        (form | {"choice": "a", "comment": "x" * 2001}, 400, "at most 2000"),
+    ]
+    for data, status, message in refusals:
+        response = client.post("/annotate/Dr A", data=data)
+        assert response.status_code == status and message in response.get_data(as_text=True), data
+    assert not judgements.exists()
+    assert client.get("/annotate/<script>").status_code == 400  # names are checked too
+    response = client.post("/annotate/Dr A", data=form | {"choice": "a", "comment": " left   effusion\nmissed "})
+    assert response.status_code == 303 and response.headers["Location"].endswith("/annotate/Dr%20A") and len(synced) == 1
+    replay = client.post("/annotate/Dr A", data=form | {"choice": "b"})
+    assert replay.status_code == 409 and "already judged" in replay.get_data(as_text=True)
+    rows = judgement_rows(judgements)
+    first = pairs.row(0, named=True)
+    assert list(rows[0]) == list(JUDGEMENT_COLUMNS) and len(rows) == 1
+    assert rows[0] | {"judged_at": ""} == {"study_id": first["study_id"], "output_a": first["output_a"], "output_b": first["output_b"], "preferred": "a",
+                                          "annotator": "Dr A", "pair_id": first["pair_id"], "comment": "left effusion missed", "judged_at": ""}
+    client.post("/annotate/Dr A", data=form_of(client.get("/annotate/Dr A").get_data(as_text=True)) | {"choice": "tie"})
+    assert f"Pair 3 of {pairs.height}" in client.get("/annotate/Dr A").get_data(as_text=True)
+    restarted = create_app(review["dir"] / "pairs.csv", judgements).test_client()
+    assert f"Pair 3 of {pairs.height}" in restarted.get("/annotate/Dr A").get_data(as_text=True)
+    assert f"Pair 1 of {pairs.height}" in restarted.get("/annotate/Dr B").get_data(as_text=True)  # each annotator judges every pair
+    stale = restarted.post("/annotate/Dr A", data=form_of(page) | {"choice": "b"})
+    assert stale.status_code == 403  # a page from before the restart: reload, nothing written
+    assert len(judgement_rows(judgements)) == 2
+
+
+def test_the_preferences_rule_pairs_a_and_b_and_counts_ties_and_skips(review):
+    client, judgements = review["client"], review["judgements"]
+    for choice in ("a", "b", "tie", "skip"):
+        client.post("/annotate/dr-a", data=form_of(client.get("/annotate/dr-a").get_data(as_text=True)) | {"choice": choice})
+    rows = judgement_rows(judgements)
+    reports = review["pairs"].select("study_id", "text").unique("study_id")
+    drops = DropLog()
+    pairs = read_human_judgements(str(judgements), reports, PromptSettings("mentioned"), drops)
+    assert pairs.height == 2 and drops.counts() == {"skip": 1, "tie": 1}
+    assert pairs["chosen"].to_list() == [rows[0]["output_a"], rows[1]["output_b"]] and (pairs["source"] == "human").all()
+
+
+def test_without_a_judgements_file_the_preferences_job_says_how_to_produce_one(tmp_path):
+    reports = tmp_path / "reports.parquet"
+    pl.DataFrame({"study_id": ["s1"], "split": ["validate"], "text": ["No effusion."]}).write_parquet(reports)
+    rlhf = {"judge": "human", "human_judgements": "data/preferences/radiologist_judgements.csv", "preference_split": "validate"}
+    with pytest.raises(BadInputError) as error:
+        collect_preferences({"reports": str(reports)}, rlhf, PromptSettings("mentioned"), 8, 16, {}, "results/review/pairs.csv")
+    message = str(error.value)
+    assert message.startswith("rlhf.human_judgements: data/preferences/radiologist_judgements.csv does not exist")
+    assert "review_set" in message and "cxrlabel review --pairs results/review/pairs.csv --judgements data/preferences/radiologist_judgements.csv" in message

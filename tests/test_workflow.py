@@ -85,9 +85,9 @@ def test_invalid_combinations_are_refused_by_the_schema(tmp_path):
 
 @pytest.mark.slow
 def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
-    """OpenI's path (rule silver labels, sentence prompts, perturbed training copies, sentence-level RL with the learned and
-    the verifiable reward) on the demo corpus, with tiny training budgets: every stage runs and
-    the models and tables say what they are."""
+    """OpenI's path (rule silver labels, sentence prompts, perturbed training copies, sentence-level
+    RL with the learned and the verifiable reward) on the demo corpus, with tiny training budgets
+    and jobs of 2 processes: every stage runs and the models, logs and tables say what they are."""
     budget = {
         "instruct": {"unit": "sentence", "labels": "rule", "perturbed_copies": ["deid_xxxx", "negation_removed"]},
         "llm": {"tiny": {"pretrain_epochs": 0.2}, "sft": {"max_steps": 40, "per_device_train_batch_size": 16}, "inference": {"max_new_tokens": 32}},
@@ -95,6 +95,8 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
         "rlhf": {"rewards": ["learned", "verifiable"], "prompt_split": "validate", "ppo": {"total_episodes": 16}, "grpo": {"max_steps": 2}},
         "evaluation": {"labelers": ["rule", "sft", "ppo", "grpo"]},
         "figures": {"baselines": ["rule"]},
+        # two "GPUs": torchrun runs SFT and GRPO in 2 processes (gloo here), prediction in 2 shards
+        "resources": {name: {"gpu": 2} for name in ("sft", "predict_llm", "rl_policy")},
     }
     config = overlay(tmp_path, budget)
     snakemake("--cores", "2", "--configfile", config)
@@ -108,6 +110,10 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
         assert json.loads((results / f"models/{model}/cxrlabel_llm.json").read_text()) == {"format": "mentioned", "unit": "sentence", "lowercase": False}
     pairs = pl.read_parquet(results / "rlhf/preferences.parquet")
     assert pairs.height > 0 and pairs["prompt"].str.contains("\n\nSentence: ").all()
+    for log in ("sft", "grpo", "predict_sft", "predict_grpo"):
+        text = (results / f"logs/{log}.log").read_text()
+        assert "process 0 of 2" in text and "process 1 of 2" in text, log
+    assert "ppo runs in one process" in (results / "logs/ppo.log").read_text()
     agreement = pl.read_csv(results / "tables/table7_agreement_with_silver.csv")
     assert agreement.columns == ["observation", "rule", "sft", "ppo", "grpo", "metric"]
     assert (agreement.filter(pl.col("observation") == "Average")["rule"] == 1.0).all()  # the silver labels are the rule labeler's

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 import polars as pl
 from tqdm import tqdm
@@ -68,3 +69,32 @@ def predict_perturbed(labeler: Labeler, perturbed: pl.DataFrame, chunk_size: int
 
 def write_predictions(predictions: pl.DataFrame, path: str) -> None:
     predictions.write_parquet(path, metadata={LABEL_KIND_KEY: json.dumps("full")})
+
+
+def predict_split_job(kind: str, model: str, reports: str, out: str, options: dict, threads: int, chunk_size: int, split: str = "test") -> None:
+    """The predict rules' work: label the ``split`` reports of the reports table with a trained
+    labeler (:func:`cxrlabel.labelers.make_labeler` ``kind``, ``options``). In a job of N processes
+    (:func:`cxrlabel.distributed.launch`) each labels a contiguous share of the reports, on its own
+    GPU, into ``<out>.part<rank>``: :func:`join_parts` then writes ``out`` in input order."""
+    from cxrlabel.distributed import rank, world_size
+    from cxrlabel.labelers import make_labeler
+
+    table = pl.read_parquet(reports, columns=["study_id", "split", "text"]).filter(pl.col("split") == split).drop("split")
+    share = -(-table.height // world_size())
+    labeler = make_labeler(kind, model, **options, threads=max(1, threads // world_size()))
+    predictions = predict(labeler, table.slice(rank() * share, share), chunk_size)
+    write_predictions(predictions, out if world_size() == 1 else part_path(out, rank()))
+
+
+def part_path(out: str, rank: int) -> str:
+    return f"{out}.part{rank}"
+
+
+def join_parts(out: str, processes: int) -> None:
+    """Join the shares of a job of ``processes`` processes into ``out``, in rank (= input) order."""
+    if processes <= 1:
+        return
+    parts = [Path(part_path(out, rank)) for rank in range(processes)]
+    write_predictions(pl.concat([pl.read_parquet(part) for part in parts]), out)
+    for part in parts:
+        part.unlink()

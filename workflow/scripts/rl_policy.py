@@ -1,13 +1,9 @@
+from cxrlabel.distributed import launch
 from cxrlabel.runlog import logged
-from cxrlabel.training.rlhf import train_rl_policy
+from cxrlabel.training.rlhf import rl_processes
 
 with logged(snakemake.log[0]):
-    train_rl_policy(
-        snakemake.wildcards.algorithm,
-        dict(snakemake.input),
-        snakemake.output[0],
-        snakemake.params.settings,
-        snakemake.params.rewards,
-        snakemake.params.prompt_split,
-        snakemake.threads,
-    )
+    algorithm = snakemake.wildcards.algorithm
+    job = {"algorithm": algorithm, "inputs": dict(snakemake.input), "out_dir": snakemake.output[0], "settings": snakemake.params.settings}
+    job |= {"rewards": snakemake.params.rewards, "prompt_split": snakemake.params.prompt_split, "threads": snakemake.threads}
+    launch("cxrlabel.training.rlhf:train_rl_policy", job, rl_processes(algorithm, snakemake.resources.gpu), snakemake.log[0])

@@ -58,7 +58,10 @@ def train_reward_model(sft_dir: str, preferences_path: str, out_dir: str, settin
     """Train the reward model on the preference pairs; save it and its metrics to ``out_dir``."""
     from trl import RewardConfig, RewardTrainer
 
-    torch.set_num_threads(threads)
+    from cxrlabel.distributed import per_process_batch, world_size
+
+    torch.set_num_threads(max(1, threads // world_size()))
+    settings = per_process_batch(settings, world_size())
     pairs = pl.read_parquet(preferences_path).with_columns(
         pl.col("study_id").map_elements(lambda s: held_out(s, held_out_fraction, settings.get("seed", 0)), return_dtype=pl.Boolean).alias("held_out")
     )
@@ -80,9 +83,10 @@ def train_reward_model(sft_dir: str, preferences_path: str, out_dir: str, settin
     metrics = {key: float(value) for key, value in trainer.evaluate().items() if isinstance(value, (int, float))}
     metrics |= {"train_pairs": train.height, "held_out_pairs": test.height}
     log.info("reward model: held-out pairwise accuracy %.3f on %d pairs", metrics.get("eval_accuracy", float("nan")), test.height)
-    trainer.save_model(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    (Path(out_dir) / "reward_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    trainer.save_model(out_dir)  # the main process only
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out_dir)
+        (Path(out_dir) / "reward_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     return metrics
 
 
@@ -182,10 +186,22 @@ def run_group_rl(algorithm: str, sft_dir: str, reports: pl.DataFrame, out_dir: s
 
 
 def save_policy(trainer: Any, tokenizer: PreTrainedTokenizerBase, out_dir: str, prompt: PromptSettings) -> None:
-    """The tuned policy as a standard HF folder that the LLM labeler loads."""
+    """The tuned policy as a standard HF folder that the LLM labeler loads (written by the main process)."""
     trainer.save_model(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    write_llm_settings(out_dir, prompt)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out_dir)
+        write_llm_settings(out_dir, prompt)
+
+
+def rl_processes(algorithm: str, gpus: int) -> int:
+    """Processes for an RL job on ``gpus`` GPUs: one per GPU, except for PPO, which runs in one.
+    TRL 1.12's experimental PPOTrainer is written for accelerate's processes, but in 2 processes
+    here (gloo on CPU, the micro model) it did not finish its first step in 4 minutes, where one
+    process takes seconds; GRPO and RLOO run data-parallel."""
+    if algorithm == "ppo" and gpus > 1:
+        log.warning("ppo runs in one process on 1 of its %d GPUs: TRL 1.12's experimental PPOTrainer hung in a data-parallel run (docs/architecture.md)", gpus)
+        return 1
+    return gpus
 
 
 def train_rl_policy(algorithm: str, inputs: dict[str, str], out_dir: str, settings: dict[str, Any], rewards: list[str], prompt_split: str, threads: int) -> None:
@@ -194,11 +210,14 @@ def train_rl_policy(algorithm: str, inputs: dict[str, str], out_dir: str, settin
     ``inputs``: ``sft``, ``reports``, and ``reward`` (the reward model) for the learned reward,
     ``expert`` (expert labels) for the verifiable one.
     """
+    from cxrlabel.distributed import per_process_batch, world_size
+
     reports = pl.read_parquet(inputs["reports"]).filter(pl.col("split") == prompt_split)
     log.info("%s on %d prompts of the %s split, rewards: %s", algorithm, reports.height, prompt_split, ", ".join(rewards))
     if algorithm == "ppo":
         run_ppo(inputs["sft"], inputs["reward"], reports, out_dir, settings, threads)
         return
+    threads, settings = max(1, threads // world_size()), per_process_batch(settings, world_size())
     expert, kind = read_labels(inputs["expert"]) if "verifiable" in rewards else (None, "full")
     reward_dir = inputs["reward"] if "learned" in rewards else None
     run_group_rl(algorithm, inputs["sft"], reports, out_dir, settings, threads, reward_dir=reward_dir, expert=expert, kind=kind)

@@ -132,6 +132,24 @@ def run_sft(base_dir: str, train_path: str, validate_path: str, out_dir: str, se
     if selection:
         log.info("kept %s (validate F1 %.4f) after %.0f epochs", trainer.state.best_model_checkpoint, trainer.state.best_metric, trainer.state.epoch)
     log.info("sft metrics: %s", metrics)
-    trainer.save_model(out_dir)
-    tokenizer.save_pretrained(out_dir)
+    trainer.save_model(out_dir)  # the main process only
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(out_dir)
     return metrics
+
+
+def sft_job(base: str, train: str, validate: str, out: str, settings: dict[str, Any], threads: int, prompt: dict[str, Any],
+            epoch_selection: dict[str, int] | None = None, reports: str | None = None, labels: str | None = None, inference: dict[str, int] | None = None) -> None:
+    """The sft rule's work, from its inputs and params (paths and plain values, so that it can run
+    in each process of a data-parallel job: :func:`cxrlabel.distributed.launch`): fine-tune with
+    the configured global batch, and write the LLM labeler's settings beside the model."""
+    from cxrlabel.distributed import per_process_batch, world_size
+    from cxrlabel.labelers.llm import write_llm_settings
+
+    settings_of_prompt = PromptSettings(**prompt)
+    selection = None
+    if epoch_selection:
+        selection = EpochSelection.on_validate_split(reports, labels, settings_of_prompt, epoch_selection["patience"], **(inference or {}))
+    run_sft(base, train, validate, out, per_process_batch(settings, world_size()), max(1, threads // world_size()), selection)
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        write_llm_settings(out, settings_of_prompt)

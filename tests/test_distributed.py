@@ -9,11 +9,11 @@ import logging
 import polars as pl
 import pytest
 import torch
+from test_llm import REPORTS, base, sft_settings, tuned  # noqa: F401 (fixtures)
 from transformers import AutoModelForCausalLM
 
 from cxrlabel.distributed import launch, per_process_batch
 from cxrlabel.training.rlhf import rl_processes
-from test_llm import REPORTS, base, sft_settings, tuned  # noqa: F401 (fixtures)
 
 
 @pytest.mark.parametrize(

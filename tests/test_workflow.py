@@ -205,7 +205,8 @@ def test_radiologists_judge_in_a_browser_and_the_reward_model_learns_from_their_
     run = tmp_path / "run"  # a copy: the human judge must not replace the shared pipeline's preferences
     shutil.copytree(pipeline["dir"], run, symlinks=True)
     pairs_csv, judgements = run / "results/review/pairs.csv", tmp_path / "radiologist_judgements.csv"
-    snakemake("--cores", "2", "--rerun-triggers", "mtime", "--configfile", overlay(run), "--", str(pairs_csv))
+    two_candidates = {"rlhf": {"candidates": 2}}  # half the sampling of the default's 4: a pair per report at most
+    snakemake("--cores", "2", "--rerun-triggers", "mtime", "--configfile", overlay(run, two_candidates), "--", str(pairs_csv))
     pairs = pl.read_csv(pairs_csv, infer_schema=False)
     assert pairs.height > 20 and pairs.columns == ["pair_id", "study_id", "text", "output_a", "output_b"]
 
@@ -242,7 +243,7 @@ def test_radiologists_judge_in_a_browser_and_the_reward_model_learns_from_their_
     # hold out some of the judged reports' pairs: three judgements, so pick the fraction that splits them
     studies = judged["study_id"].to_list()
     fraction = next(f for f in (0.2, 0.35, 0.5, 0.65, 0.8) if 0 < sum(held_out(s, f, 0) for s in studies) < len(studies))
-    human = overlay(run, {"rlhf": {"judge": "human", "human_judgements": str(judgements), "held_out_fraction": fraction}})
+    human = overlay(run, {"rlhf": {"judge": "human", "human_judgements": str(judgements), "held_out_fraction": fraction, "candidates": 2}})
     snakemake("--cores", "2", "--rerun-triggers", "mtime", "--configfile", human, "--", str(run / "results/models/reward"))
     preferences = pl.read_parquet(run / "results/rlhf/preferences.parquet")
     assert preferences.height == 3 and (preferences["source"] == "human").all()

@@ -1,4 +1,4 @@
-"""The embedded default through `snakemake --profile slurm` on a real Slurm cluster, with a fault.
+"""The embedded default's DAG through `snakemake --profile slurm` on a real Slurm cluster, with a fault.
 
 Needs the test cluster (`tests/cluster/slurm-cluster start`, as root); deselected by default,
 run with `pytest -m cluster` (CI does, under `timeout -s KILL`). The cluster advertises one
@@ -27,6 +27,14 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 KILLED_RULE = "base_model"
 GPU_RULE = "sft"
 PIPELINE_TIMEOUT_S = 40 * 60
+# Dispatch is under test here, not learning (the suite runs the embedded default whole): every
+# rule runs as a job, with the longest trainings cut short. base_model keeps its budget: the
+# fault needs it running for more than a few seconds.
+SMALL_BUDGETS = {
+    "llm": {"sft": {"max_steps": 30}},
+    "labelers": {"bert": {"train": {"epochs": 1}}},
+    "rlhf": {"ppo": {"total_episodes": 16}},
+}
 
 
 def slurm(*args: str) -> str:
@@ -88,7 +96,7 @@ def slurm_runs(tmp_path_factory) -> dict:
     except (OSError, subprocess.CalledProcessError) as error:
         pytest.fail(f"no Slurm cluster answers ({error}): start one with tests/cluster/slurm-cluster start")
     directory = tmp_path_factory.mktemp("slurm")
-    config = overlay(directory, {"resources": {GPU_RULE: {"gpu": 1}}})
+    config = overlay(directory, {"resources": {GPU_RULE: {"gpu": 1}}} | SMALL_BUDGETS)
     submitted_after = time.strftime("%Y-%m-%dT%H:%M:%S")
     started = time.monotonic()
     first_rc, killed = run_profile(config, directory / "first.log", kill_rule=KILLED_RULE)

@@ -22,7 +22,13 @@ from typing import Any
 import polars as pl
 import torch
 from datasets import Dataset
-from transformers import AutoModelForCausalLM, AutoTokenizer, EarlyStoppingCallback, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 from transformers.trainer_utils import EvalLoopOutput, get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 

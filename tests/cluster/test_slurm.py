@@ -31,7 +31,7 @@ PIPELINE_TIMEOUT_S = 40 * 60
 # rule runs as a job, with the longest trainings cut short. base_model keeps its budget: the
 # fault needs it running for more than a few seconds.
 SMALL_BUDGETS = {
-    "llm": {"sft": {"max_steps": 30}},
+    "llm": {"sft": {"num_train_epochs": 2}},  # enough to sample distinct, rankable outputs: preference pairs
     "labelers": {"bert": {"train": {"epochs": 1}}},
     "rlhf": {"ppo": {"total_episodes": 16}},
 }

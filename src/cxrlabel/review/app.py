@@ -22,7 +22,7 @@ from pathlib import Path
 from flask import Flask, abort, redirect, render_template, request, url_for
 from werkzeug.exceptions import HTTPException
 
-from cxrlabel.instruct import parse_completion
+from cxrlabel.instruct import CODE_TO_WORD, Parsed, parse_completion
 from cxrlabel.observations import OBSERVATIONS
 from cxrlabel.review.pairs import CHOICES, JudgementStore, read_pairs
 
@@ -30,19 +30,17 @@ log = logging.getLogger(__name__)
 
 ANNOTATOR_NAME = re.compile(r"[\w][\w .'-]{0,63}")
 MAX_COMMENT = 2000
-CERTAINTY_WORDS = {1: "positive", 0: "negative", -1: "uncertain", None: ""}
 
 
-def label_rows(output_a: str, output_b: str) -> list[dict[str, object]]:
-    """One row per observation: the certainty word in each output, and whether they differ."""
-    a, b = parse_completion(output_a, "mentioned").labels, parse_completion(output_b, "mentioned").labels
-    return [{"observation": name, "a": CERTAINTY_WORDS[a[name]], "b": CERTAINTY_WORDS[b[name]], "differs": a[name] != b[name]} for name in OBSERVATIONS]
+def label_rows(a: Parsed, b: Parsed) -> list[dict[str, object]]:
+    """One row per observation: the certainty word in each output (blank: empty), and whether they differ."""
+    word = {**CODE_TO_WORD, None: ""}
+    return [{"observation": name, "a": word[a.labels[name]], "b": word[b.labels[name]], "differs": a.labels[name] != b.labels[name]} for name in OBSERVATIONS]
 
 
-def malformed(output: str) -> str | None:
+def malformed(parsed: Parsed) -> str | None:
     """Why an output is not a well-formed label set ("blank" values of the full format are fine)."""
-    error = parse_completion(output, "mentioned").error
-    problems = [p for p in (error or "").split("; ") if p and not p.endswith("'blank'")]
+    problems = [p for p in (parsed.error or "").split("; ") if p and not p.endswith("'blank'")]
     return "; ".join(problems) or None
 
 
@@ -79,9 +77,9 @@ def create_app(pairs_path: str | Path, judgements_path: str | Path) -> Flask:
         if not pending:
             return render_template("done.html", annotator=annotator, n_pairs=len(pairs), judgements=str(judgements_path))
         pair = pending[0]
+        a, b = (parse_completion(pair[side], "mentioned") for side in ("output_a", "output_b"))  # "mentioned": any subset of keys
         return render_template(
-            "pair.html", annotator=annotator, pair=pair, rows=label_rows(pair["output_a"], pair["output_b"]),
-            malformed_a=malformed(pair["output_a"]), malformed_b=malformed(pair["output_b"]),
+            "pair.html", annotator=annotator, pair=pair, rows=label_rows(a, b), malformed_a=malformed(a), malformed_b=malformed(b),
             position=len(pairs) - len(pending) + 1, n_pairs=len(pairs), token=token, choices=CHOICES,
         )
 

@@ -143,7 +143,7 @@ def preference_settings():
     keys = [
         "judge",
         "human_judgements",
-        "preference_split",
+        "preference_splits",
         "candidates",
         "temperature",
         "max_pairs_per_report",

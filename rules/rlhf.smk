@@ -31,6 +31,7 @@ rule preferences:
     output:
         pairs=results("rlhf/preferences.parquet"),
         dropped=results("rlhf/preferences_dropped.parquet"),
+        summary=results("rlhf/preferences_summary.json"),
     log:
         logs("preferences"),
     benchmark:

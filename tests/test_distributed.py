@@ -73,3 +73,20 @@ def test_sharded_predictions_equal_one_process_predictions_in_input_order(tuned,
     assert "process 1 of 2" in (tmp_path / "predict2.log").read_text() and not list(tmp_path.glob("*.part*"))
     assert predictions[2]["study_id"].to_list() == [f"s{i:02d}" for i in range(len(REPORTS) + 3)]
     assert predictions[2].equals(predictions[1]) and predictions[1].drop("study_id", "format_error", "fallback_used", "truncated").null_count().sum_horizontal().item() < 14 * predictions[1].height
+
+
+def test_sharded_sampling_draws_the_candidates_of_one_process_in_input_order(tuned, tmp_path):
+    """The preferences and review_set rules' sampling: each candidate's draw depends on its prompt
+    and number only, so 2 processes sample what 1 does, whatever their batches."""
+    from cxrlabel.sampling import CandidateSampler
+
+    units = [*REPORTS, "No effusion.", "Edema.", "Clear lungs."]
+    drawn = {}
+    for processes, batch_size in ((1, 16), (2, 3)):
+        sampler = CandidateSampler(str(tuned), batch_size=batch_size, max_new_tokens=24, threads=2, processes=processes, log_path=str(tmp_path / f"sample{processes}.log"))
+        drawn[processes] = sampler.sample(units, n=3, temperature=1.5, seed=7, greedy=True)
+    assert "process 1 of 2" in (tmp_path / "sample2.log").read_text()
+    assert drawn[2] == drawn[1]
+    candidates, greedy = drawn[1]
+    assert len(candidates) == len(greedy) == len(units) and all(len(c) == 3 for c in candidates)
+    assert any(len(set(unit)) > 1 for unit in candidates)  # the draws differ

@@ -16,6 +16,7 @@ from cxrlabel.instruct import PromptSettings, build_prompt, serialize_labels
 from cxrlabel.labelers.llm import LLMLabeler, write_llm_settings
 from cxrlabel.labelers.rule import RuleLabeler
 from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
+from cxrlabel.sampling import CandidateSampler
 from cxrlabel.training.preferences import simulated_preferences
 from cxrlabel.training.base_model import OfflineModelError, TinyModelSpec, build_base_model, resolve_model_path
 from cxrlabel.training.rlhf import gold_agreement_reward, run_group_rl, run_ppo, sentence_contexts, sequence_classifier, train_reward_model
@@ -263,10 +264,24 @@ def test_sentence_unit_preferences_pair_sentence_outputs_judged_in_their_report(
     sentence = lambda labeler, ids: labeler.tokenizer.decode(ids).rsplit("Sentence: ", 1)[1].removesuffix("\n\nLabels:\n")  # noqa: E731
     monkeypatch.setattr(LLMLabeler, "generate", lambda self, prompts: [greedy[sentence(self, p)] for p in prompts])
     monkeypatch.setattr(LLMLabeler, "sample", lambda self, prompts, n, temperature, seed: [samples[sentence(self, p)] for p in prompts])
-    pairs = simulated_preferences(str(sentence_model), reports, expert, "positive_only", 2, 1.0, 10, 0, 8, 12)
+    pairs, summary = simulated_preferences(CandidateSampler(str(sentence_model), batch_size=8, max_new_tokens=12), reports, expert, "positive_only", 2, 1.0, 10, 0)
     found = {(study, p.rsplit("Sentence: ", 1)[1].removesuffix("\n\nLabels:\n"), chosen, rejected) for study, p, chosen, rejected in pairs.select("study_id", "prompt", "chosen", "rejected").rows()}
     assert found == {
         ("s0", "No pneumothorax.", "{}", '{"Edema": "positive"}'),  # a false positive costs
         ("s0", "Small left pleural effusion.", '{"Pleural Effusion": "positive"}', "{}"),  # the only effusion finding
         ("s1", "Possible pneumonia.", '{"Pleural Effusion": "positive"}', "{}"),  # its report's effusion is found nowhere else
     }  # s1's "No pneumothorax.": a tie, both wrong once (the report's No Finding or an edema, where gold has an effusion)
+    assert summary == {"reports_judged": 2, "units_judged": 4, "candidates_per_unit": 2, "distinct_candidates_per_unit": 2.0,
+                       "tie_rate": 0.25, "pairs": 3, "reports_with_pairs": 2, "reports_without_pairs": 0}
+
+
+def test_sampling_is_seeded_per_candidate_whatever_the_batch(tuned):
+    """A candidate's draw depends on the seed, its prompt and its number, not on the prompts it is
+    batched with; another seed draws other candidates."""
+    labeler = LLMLabeler(str(tuned), max_new_tokens=24)
+    prompts = [labeler.prompt_ids(text)[0] for text in REPORTS]
+    together = labeler.sample(prompts, 4, 1.5, seed=3)
+    labeler.batch_size = 1
+    assert [labeler.sample([p], 4, 1.5, seed=3)[0] for p in prompts] == together
+    assert labeler.sample(prompts, 4, 1.5, seed=4) != together
+    assert all(len(candidates) == 4 for candidates in together) and any(len(set(candidates)) > 1 for candidates in together)

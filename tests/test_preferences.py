@@ -1,4 +1,4 @@
-"""The preference builder: agreement, ranking, ties, duplicates, positive-only gold, human rows."""
+"""The preference builder: the reward, ranking, ties, duplicates, positive-only gold, human rows."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from cxrlabel.instruct import PromptSettings
 from cxrlabel.io.records import BadInputError, DropLog
 from cxrlabel.observations import OBSERVATIONS
-from cxrlabel.training.preferences import agreement, rank_pairs, read_human_judgements
+from cxrlabel.training.preferences import label_reward, rank_pairs, read_human_judgements
 
 BLANK = {name: None for name in OBSERVATIONS}
 EXPERT = BLANK | {"Edema": 1, "Pneumothorax": 0}
@@ -18,19 +18,25 @@ WRONG = '{"Edema": "negative", "Fracture": "positive"}'
 BROKEN = '{"Edema": "posi'
 
 
-def test_agreement_with_full_expert_labels_counts_matching_observations():
-    assert agreement(GOOD, EXPERT, "full", "mentioned") == 14
-    assert agreement(HALF, EXPERT, "full", "mentioned") == 13
-    assert agreement(WRONG, EXPERT, "full", "mentioned") == 11
-    assert agreement(BROKEN, EXPERT, "full", "mentioned") < agreement(WRONG, EXPERT, "full", "mentioned") - 10
+def test_the_reward_against_full_expert_labels_counts_matching_observations_and_half_a_certainty_step_off():
+    assert label_reward(GOOD, EXPERT, "full", "mentioned") == 14
+    assert label_reward(HALF, EXPERT, "full", "mentioned") == 13
+    assert label_reward(WRONG, EXPERT, "full", "mentioned") == 11
+    assert label_reward(BROKEN, EXPERT, "full", "mentioned") < label_reward(WRONG, EXPERT, "full", "mentioned") - 10
+    # an uncertain edema where the expert says positive, or an uncertain pneumothorax where negative: half credit
+    assert label_reward('{"Edema": "uncertain", "Pneumothorax": "negative"}', EXPERT, "full", "mentioned") == 13.5
+    assert label_reward('{"Edema": "positive", "Pneumothorax": "uncertain"}', EXPERT, "full", "mentioned") == 13.5
 
 
-def test_agreement_with_positive_only_labels_ignores_what_indexers_cannot_say():
+def test_the_reward_against_positive_only_labels_ignores_what_indexers_cannot_say():
     indexer = BLANK | {"Edema": 1, "Fracture": 1}
     # a negative Pneumothorax is neither right nor wrong against positive-only labels
-    assert agreement(GOOD, indexer, "positive_only", "mentioned") == agreement(HALF, indexer, "positive_only", "mentioned") == 1
-    assert agreement('{"Edema": "positive", "Fracture": "positive"}', indexer, "positive_only", "mentioned") == 2
-    assert agreement('{"Cardiomegaly": "positive"}', indexer, "positive_only", "mentioned") == -1
+    assert label_reward(GOOD, indexer, "positive_only", "mentioned") == label_reward(HALF, indexer, "positive_only", "mentioned") == 1
+    assert label_reward('{"Edema": "positive", "Fracture": "positive"}', indexer, "positive_only", "mentioned") == 2
+    assert label_reward('{"Cardiomegaly": "positive"}', indexer, "positive_only", "mentioned") == -1
+    # hedging earns and costs half: an uncertain edema (indexed) and an uncertain cardiomegaly (not)
+    assert label_reward('{"Edema": "uncertain"}', indexer, "positive_only", "mentioned") == 0.5
+    assert label_reward('{"Cardiomegaly": "uncertain", "Fracture": "positive"}', indexer, "positive_only", "mentioned") == 0.5
 
 
 def test_pairs_rank_the_better_output_first_and_skip_ties_and_duplicates():
@@ -83,9 +89,9 @@ def test_human_judgements_jsonl_and_header_errors(tmp_path):
 def test_a_sentence_output_is_judged_by_the_report_labels_it_leads_to():
     others = [BLANK | {"Edema": 1}]  # another sentence of the report already says edema
     # the sentence says nothing, or the pneumothorax is absent: the report agrees the same or better
-    assert agreement("{}", EXPERT, "full", "mentioned", others) == 13
-    assert agreement('{"Pneumothorax": "negative"}', EXPERT, "full", "mentioned", others) == 14
+    assert label_reward("{}", EXPERT, "full", "mentioned", others) == 13
+    assert label_reward('{"Pneumothorax": "negative"}', EXPERT, "full", "mentioned", others) == 14
     # calling its edema negative does not undo the other sentence's positive (positive wins)
-    assert agreement('{"Edema": "negative", "Pneumothorax": "negative"}', EXPERT, "full", "mentioned", others) == 14
+    assert label_reward('{"Edema": "negative", "Pneumothorax": "negative"}', EXPERT, "full", "mentioned", others) == 14
     pairs = rank_pairs("s1", "prompt", ["{}", '{"Pneumothorax": "negative"}'], EXPERT, "full", "mentioned", 10, others)
     assert [(p["chosen"], p["rejected"], p["margin"]) for p in pairs] == [('{"Pneumothorax": "negative"}', "{}", 1.0)]

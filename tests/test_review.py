@@ -151,9 +151,9 @@ def test_the_preferences_rule_pairs_a_and_b_and_counts_ties_and_skips(review):
 def test_without_a_judgements_file_the_preferences_job_says_how_to_produce_one(tmp_path):
     reports = tmp_path / "reports.parquet"
     pl.DataFrame({"study_id": ["s1"], "split": ["validate"], "text": ["No effusion."]}).write_parquet(reports)
-    rlhf = {"judge": "human", "human_judgements": "data/preferences/radiologist_judgements.csv", "preference_split": "validate"}
+    rlhf = {"judge": "human", "human_judgements": "data/preferences/radiologist_judgements.csv", "preference_splits": ["validate"]}
     with pytest.raises(BadInputError) as error:
-        collect_preferences({"reports": str(reports)}, rlhf, PromptSettings("mentioned"), 8, 16, {}, "results/review/pairs.csv")
+        collect_preferences({"reports": str(reports)}, rlhf, PromptSettings("mentioned"), {"batch_size": 8, "max_new_tokens": 16}, {}, "results/review/pairs.csv")
     message = str(error.value)
     assert message.startswith("rlhf.human_judgements: data/preferences/radiologist_judgements.csv does not exist")
     assert "review_set" in message and "cxrlabel review --pairs results/review/pairs.csv --judgements data/preferences/radiologist_judgements.csv" in message

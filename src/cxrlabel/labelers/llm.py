@@ -7,6 +7,8 @@
   KV cache. The instruction that opens every prompt is run once per labeler and its KV cache
   copied into each batch; a row leaves its batch at its EOS. The completions are those of
   ``transformers``' ``generate`` (tested), at a fraction of its cost (docs/benchmarks.md).
+- Sampling (preference and review candidates) decodes the same way, each candidate with its own
+  seeded generator, so that its samples do not depend on batching or sharding.
 - A report whose prompt would not fit the model's context (with room for the answer) keeps
   its end (the impression) and loses its beginning; it is counted (``truncated``), never cut
   silently.
@@ -18,6 +20,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
@@ -78,6 +81,22 @@ def left_pad(sequences: Sequence[list[int]], pad: int) -> tuple[torch.Tensor, to
     return input_ids, attention
 
 
+def candidate_seed(seed: int, prompt: Sequence[int], candidate: int) -> int:
+    """The seed of one sampled candidate: a function of the run's seed, the prompt's tokens and the
+    candidate's number only (63 bits of a BLAKE2 digest)."""
+    digest = hashlib.blake2b(f"{seed}:{candidate}:{','.join(map(str, prompt))}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 1
+
+
+def next_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator] | None, temperature: float) -> torch.Tensor:
+    """The next token of each row of ``logits``: the most likely one, or one drawn from the softmax
+    at ``temperature`` with the row's own generator."""
+    if generators is None:
+        return logits.argmax(dim=-1)
+    probabilities = torch.softmax(logits.float() / temperature, dim=-1)
+    return torch.cat([torch.multinomial(row, 1, generator=generator) for row, generator in zip(probabilities, generators)])
+
+
 class LLMLabeler:
     """A fine-tuned causal LM (SFT or RLHF policy) loaded from its folder."""
 
@@ -125,25 +144,37 @@ class LLMLabeler:
         once per labeler; its KV cache is copied into each batch, which then runs only the unit's
         own tokens, and a row leaves its batch at its EOS instead of decoding to the batch's
         longest answer. A prompt that lost its opening to fit the context runs without the cache."""
+        return self._complete(prompts, None, 1.0)
+
+    def sample(self, prompts: Sequence[list[int]], n: int, temperature: float, seed: int) -> list[list[str]]:
+        """``n`` completions per prompt sampled at ``temperature`` from the whole distribution (no
+        top-k or top-p), decoded as :meth:`generate` decodes. Each candidate draws from its own
+        generator, seeded by ``seed``, the prompt's tokens and the candidate's number
+        (:func:`candidate_seed`): a prompt's samples do not depend on the batch it shares, nor on
+        which process of a sharded job draws them."""
+        rows = [(i, k) for i in range(len(prompts)) for k in range(n)]
+        device = self.model.device
+        generators = [torch.Generator(device=device).manual_seed(candidate_seed(seed, prompts[i], k)) for i, k in rows]
+        outputs = self._complete([prompts[i] for i, _ in rows], generators, temperature)
+        return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+    def _complete(self, prompts: Sequence[list[int]], generators: Sequence[torch.Generator] | None, temperature: float) -> list[str]:
+        """Completions of ``prompts``: greedy without ``generators``, else each row sampled with its own."""
         outputs: list[str] = [""] * len(prompts)
         shared = [i for i, ids in enumerate(prompts) if ids[: len(self.prefix)] == self.prefix]
         cut = sorted(set(range(len(prompts))) - set(shared))
         for indices, prefix in ((shared, self.prefix), (cut, [])):
             suffixes = [prompts[i][len(prefix) :] for i in indices]
             for batch in self.batches([len(s) for s in suffixes]):
-                for row, text in zip(batch, self._greedy([suffixes[i] for i in batch], prefix)):
+                drawing = [generators[indices[i]] for i in batch] if generators is not None else None
+                for row, text in zip(batch, self._decode([suffixes[i] for i in batch], prefix, drawing, temperature)):
                     outputs[indices[row]] = text
         return outputs
 
-    def sample(self, prompts: Sequence[list[int]], n: int, temperature: float, seed: int) -> list[list[str]]:
-        """``n`` sampled completions per prompt (reproducible for a given seed)."""
-        torch.manual_seed(seed)
-        return self.hf_generate(prompts, {"do_sample": True, "temperature": temperature, "top_k": 0, "num_return_sequences": n})
-
     @torch.inference_mode()
     def hf_generate(self, prompts: Sequence[list[int]], options: dict) -> list[list[str]]:
-        """Completions of token-id prompts by ``transformers``' ``generate`` (sampling, and the
-        reference greedy decoding is tested against), batched by similar length, left-padded."""
+        """Completions of token-id prompts by ``transformers``' ``generate``, batched by similar
+        length, left-padded: the reference that benchmarks/llm_inference.py times the labeler against."""
         outputs: list[list[str]] = [[] for _ in prompts]
         pad = self.tokenizer.pad_token_id
         per_prompt = options.get("num_return_sequences", 1)
@@ -174,9 +205,10 @@ class LLMLabeler:
         return copy.deepcopy(self._prefix_cache)
 
     @torch.inference_mode()
-    def _greedy(self, suffixes: Sequence[list[int]], prefix: list[int]) -> list[str]:
-        """Greedy completions of ``prefix + suffix`` for a batch of suffixes: the prefix from its
-        cache, the suffixes left-padded after it (masked, and positioned as if unpadded)."""
+    def _decode(self, suffixes: Sequence[list[int]], prefix: list[int], generators: Sequence[torch.Generator] | None, temperature: float) -> list[str]:
+        """Completions of ``prefix + suffix`` for a batch of suffixes: the prefix from its cache, the
+        suffixes left-padded after it (masked, and positioned as if unpadded). Greedy without
+        ``generators``; else row r samples at ``temperature`` with ``generators[r]``."""
         device = self.model.device
         ids, mask = (t.to(device) for t in left_pad(suffixes, self.tokenizer.pad_token_id))
         cache = self.prefix_cache(prefix)
@@ -188,7 +220,7 @@ class LLMLabeler:
         rows = torch.arange(len(suffixes), device=device)  # the batch rows still decoding
         answers: list[list[int]] = [[] for _ in suffixes]
         for step in range(self.max_new_tokens):
-            tokens = logits[:, -1].argmax(dim=-1)
+            tokens = next_tokens(logits[:, -1], [generators[row] for row in rows.tolist()] if generators is not None else None, temperature)
             for row, token in zip(rows.tolist(), tokens.tolist()):
                 answers[row].append(token)
             going = tokens != self.tokenizer.eos_token_id

@@ -23,10 +23,12 @@ import threading
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
 from cxrlabel.io.records import BadInputError
+from cxrlabel.sampling import CandidateSampler
 
 log = logging.getLogger(__name__)
 
@@ -51,26 +53,26 @@ def blinded_pairs(study_ids: Sequence[str], texts: Sequence[str], candidates: Se
     return pl.DataFrame(numbered, schema={name: pl.String for name in PAIR_COLUMNS}, orient="row")
 
 
-def review_set(policy_dir: str, reports: pl.DataFrame, n_candidates: int, temperature: float, max_pairs: int, seed: int, batch_size: int, max_new_tokens: int) -> pl.DataFrame:
+def review_set(sampler: CandidateSampler, reports: pl.DataFrame, n_candidates: int, temperature: float, max_pairs: int, seed: int) -> pl.DataFrame:
     """Sample ``n_candidates`` outputs per report from the policy and pair them (:func:`blinded_pairs`)."""
-    from cxrlabel.labelers.llm import LLMLabeler
-
-    policy = LLMLabeler(policy_dir, batch_size=batch_size, max_new_tokens=max_new_tokens)
-    if policy.prompt.unit != "report":
-        raise BadInputError(f"{policy_dir}: a {policy.prompt.unit}-unit model: reviewers judge outputs for whole reports (instruct.unit: report)")
+    unit = sampler.prompt.unit
+    if unit != "report":
+        raise BadInputError(f"{sampler.policy_dir}: a {unit}-unit model: reviewers judge outputs for whole reports (instruct.unit: report)")
     texts = reports["text"].to_list()
-    candidates = policy.sample([policy.prompt_ids(text)[0] for text in texts], n_candidates, temperature, seed)
+    candidates, _ = sampler.sample(texts, n_candidates, temperature, seed)
     return blinded_pairs(reports["study_id"].to_list(), texts, candidates, max_pairs, seed)
 
 
-def write_review_set(policy_dir: str, reports_path: str, rlhf: dict, batch_size: int, max_new_tokens: int, out: str) -> pl.DataFrame:
-    """The review set of the reports of ``rlhf["preference_split"]`` (the rlhf settings of the
-    preferences rule: candidates, temperature, max_pairs_per_report, seed), written as CSV."""
-    reports = pl.read_parquet(reports_path).filter(pl.col("split") == rlhf["preference_split"])
-    pairs = review_set(policy_dir, reports, rlhf["candidates"], rlhf["temperature"], rlhf["max_pairs_per_report"], rlhf["seed"], batch_size, max_new_tokens)
+def write_review_set(policy_dir: str, reports_path: str, rlhf: dict, sampling: dict[str, Any], out: str) -> pl.DataFrame:
+    """The review set of the reports of ``rlhf["preference_splits"]`` (the rlhf settings of the
+    preferences rule: candidates, temperature, max_pairs_per_report, seed), written as CSV.
+    ``sampling``: the :class:`~cxrlabel.sampling.CandidateSampler` settings other than the policy."""
+    reports = pl.read_parquet(reports_path).filter(pl.col("split").is_in(rlhf["preference_splits"]))
+    sampler = CandidateSampler(policy_dir, **sampling)
+    pairs = review_set(sampler, reports, rlhf["candidates"], rlhf["temperature"], rlhf["max_pairs_per_report"], rlhf["seed"])
     pairs.write_csv(out)
     log.info("review set: %d pairs from %d %s reports (%d reports with a single distinct candidate, no pair) -> %s",
-             pairs.height, reports.height, rlhf["preference_split"], reports.height - pairs["study_id"].n_unique(), out)
+             pairs.height, reports.height, "+".join(rlhf["preference_splits"]), reports.height - pairs["study_id"].n_unique(), out)
     return pairs
 
 

@@ -1,10 +1,10 @@
 """The preference collection set: pairs of label outputs for one report, the better one chosen.
 
 Two sources of judgement:
-- ``simulated``: candidate outputs sampled from the SFT policy are ranked by their agreement
-  with the expert labels available (:func:`agreement`); every pair of candidates with
-  different agreement is a pair, the better one chosen, with the difference as margin. Ties
-  are not pairs. Identical candidates are de-duplicated before ranking.
+- ``simulated``: candidate outputs sampled from the SFT policy are ranked by their reward
+  against the expert labels available (:func:`label_reward`, per observation); every pair of
+  candidates with different rewards is a pair, the better one chosen, with the difference as
+  margin. Ties are not pairs. Identical candidates are de-duplicated before ranking.
 - ``human``: a file of pairwise judgements (CSV or JSONL) with the columns of
   :data:`HUMAN_COLUMNS` (``cxrlabel review`` writes it); ties and skips carry no preference and
   are counted as such, invalid rows are reported with their line and reason, never dropped
@@ -20,13 +20,15 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import polars as pl
 
-from cxrlabel.instruct import CompletionFormat, PromptSettings, parse_completion
+from cxrlabel.instruct import CompletionFormat, PromptSettings, parse_completion, units_of
 from cxrlabel.io.labels import LabelKind
 from cxrlabel.io.records import BadInputError, DropLog
 from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
+from cxrlabel.sampling import CandidateSampler
 
 log = logging.getLogger(__name__)
 
@@ -43,34 +45,52 @@ HUMAN_COLUMNS = ("study_id", "output_a", "output_b", "preferred", "annotator")
 Labels = dict[str, int | None]
 
 
-def agreement(output: str, expert: Labels, kind: LabelKind, fmt: CompletionFormat, context: Sequence[Labels] | None = None) -> float:
-    """How well one output agrees with the expert labels of its report (higher is better).
+MALFORMED_REWARD = -float(len(OBSERVATIONS)) - 1  # below every well-formed output
+
+
+def observation_credit(predicted: int | None, expert: int | None, kind: LabelKind) -> float:
+    """The credit of one observation's predicted class against the expert's (1 positive, -1
+    uncertain, 0 negative, None blank).
+
+    Full expert labels (4 classes): 1 for the expert's class; 0.5 where both mention the finding
+    and one of them is uncertain (positive or negative against uncertain: one certainty step off);
+    0 otherwise.
+    Positive-only labels (indexers record present findings only, so a blank is unknown rather than
+    negative): +1 for a positive the expert has (a true positive), -1 for one the expert lacks (a
+    false positive), and half of that for an uncertain prediction (+0.5 / -0.5); 0 for anything else.
+    """
+    if kind == "full":
+        if predicted == expert:
+            return 1.0
+        both_mentioned = predicted is not None and expert is not None
+        return 0.5 if both_mentioned and -1 in (predicted, expert) else 0.0
+    sign = 1.0 if expert == 1 else -1.0
+    return sign if predicted == 1 else 0.5 * sign if predicted == -1 else 0.0
+
+
+def label_reward(output: str, expert: Labels, kind: LabelKind, fmt: CompletionFormat, context: Sequence[Labels] | None = None) -> float:
+    """The reward of one output against the expert labels of its report, per observation: the
+    sum over the 14 observations of :func:`observation_credit`, and :data:`MALFORMED_REWARD` (below
+    every well-formed output) for an output that does not parse. Full labels: 0 to 14; positive-only:
+    -14 to 14. The preference builder ranks candidates by it, and the verifiable RL reward is it / 14.
 
     ``context`` None: the output labels the whole report. Otherwise the output labels one
     sentence and ``context`` holds the labels of the report's other sentences: the report's
     labels are all of them aggregated (:func:`~cxrlabel.observations.aggregate_mentions`), so a
     sentence's output is judged by the report labels it leads to.
-    Full expert labels: the number of observations (of 14) whose class, blank included,
-    matches. Positive-only labels (indexers record present findings only): true positives
-    minus false positives, since a blank there is unknown rather than negative.
-    A malformed output scores below every well-formed one.
     """
     parsed = parse_completion(output, fmt)
     if parsed.error is not None:
-        return -float(len(OBSERVATIONS)) - 1
+        return MALFORMED_REWARD
     labels = parsed.labels if context is None else aggregate_mentions([*context, parsed.labels])
-    if kind == "full":
-        return float(sum(labels[name] == expert.get(name) for name in OBSERVATIONS))
-    predicted = {name for name in OBSERVATIONS if labels[name] == 1}
-    present = {name for name in OBSERVATIONS if expert.get(name) == 1}
-    return float(len(predicted & present) - len(predicted - present))
+    return sum(observation_credit(labels[name], expert.get(name), kind) for name in OBSERVATIONS)
 
 
 def rank_pairs(study_id: str, prompt: str, candidates: list[str], expert: Labels, kind: LabelKind, fmt: CompletionFormat, max_pairs: int, context: Sequence[Labels] | None = None) -> list[dict[str, object]]:
     """Chosen/rejected pairs among the distinct candidates of one prompt, largest margins first
-    (``context``: see :func:`agreement`)."""
+    (``context``: see :func:`label_reward`)."""
     distinct = list(dict.fromkeys(c.strip() for c in candidates))
-    scored = sorted(((agreement(c, expert, kind, fmt, context), c) for c in distinct), key=lambda sc: -sc[0])
+    scored = sorted(((label_reward(c, expert, kind, fmt, context), c) for c in distinct), key=lambda sc: -sc[0])
     pairs = [
         {"study_id": study_id, "prompt": prompt, "chosen": a, "rejected": b, "margin": sa - sb, "source": "simulated", "annotator": None}
         for (sa, a), (sb, b) in itertools.combinations(scored, 2)
@@ -117,46 +137,70 @@ def read_human_judgements(path: str, reports: pl.DataFrame, prompt: PromptSettin
     return pl.DataFrame(rows, schema=PREFERENCE_SCHEMA)
 
 
-def simulated_preferences(policy_dir: str, reports: pl.DataFrame, expert: pl.DataFrame, kind: LabelKind, n_candidates: int, temperature: float, max_pairs: int, seed: int, batch_size: int, max_new_tokens: int) -> pl.DataFrame:
-    """Sample candidates from the policy for every report with expert labels, and rank them.
+def simulated_preferences(sampler: CandidateSampler, reports: pl.DataFrame, expert: pl.DataFrame, kind: LabelKind, n_candidates: int, temperature: float, max_pairs: int, seed: int) -> tuple[pl.DataFrame, dict[str, float]]:
+    """Sample candidates from the policy for every report with expert labels, rank them, and say
+    how much signal they held (:func:`preference_summary`).
 
     A sentence-unit policy is sampled per distinct sentence; each candidate is judged by the
     report labels it leads to with the report's other sentences labeled greedily by the policy.
     """
-    from cxrlabel.labelers.llm import LLMLabeler
-
-    policy = LLMLabeler(policy_dir, batch_size=batch_size, max_new_tokens=max_new_tokens)
+    prompt = sampler.prompt
     judged = reports.join(expert, on="study_id", how="inner", maintain_order="left")
     if judged.height == 0:
-        raise BadInputError("no report of the preference split has expert labels: use rlhf.judge: human with a judgements file")
-    units = [policy.units(text) for text in judged["text"]]
+        raise BadInputError("no report of the preference splits has expert labels: use rlhf.judge: human with a judgements file")
+    units = [units_of(text, prompt.unit) for text in judged["text"]]
     distinct = list(dict.fromkeys(unit for report in units for unit in report))
-    prompts = [policy.prompt_ids(unit)[0] for unit in distinct]
-    candidates = dict(zip(distinct, policy.sample(prompts, n_candidates, temperature, seed)))
-    greedy = dict(zip(distinct, (policy.parse(output).labels for output in policy.generate(prompts)))) if policy.prompt.unit == "sentence" else {}
-    pairs = []
+    sampled, greedy_outputs = sampler.sample(distinct, n_candidates, temperature, seed, greedy=prompt.unit == "sentence")
+    candidates = dict(zip(distinct, sampled))
+    greedy = {unit: parse_completion(output, prompt.format).labels for unit, output in zip(distinct, greedy_outputs)}
+    pairs, rewards = [], []
     for row, report in zip(judged.iter_rows(named=True), units):
         labels = {name: row[name] for name in OBSERVATIONS}
         report_pairs = []
         for i, unit in enumerate(report):
             context = [greedy[other] for j, other in enumerate(report) if j != i] if greedy else None
-            prompt = policy.prompt.build(unit)
-            report_pairs += rank_pairs(row["study_id"], prompt, candidates[unit], labels, kind, policy.prompt.format, max_pairs, context)
+            rewards.append([label_reward(c, labels, kind, prompt.format, context) for c in dict.fromkeys(c.strip() for c in candidates[unit])])
+            report_pairs += rank_pairs(row["study_id"], prompt.build(unit), candidates[unit], labels, kind, prompt.format, max_pairs, context)
         pairs += sorted(report_pairs, key=lambda p: -p["margin"])[:max_pairs]
-    n_distinct = sum(len(set(c.strip() for c in outputs)) for outputs in candidates.values())
-    log.info("%d reports, %d %ss, %d candidates (%d distinct), %d pairs; %d reports without any pair (all candidates tied)",
-             judged.height, len(distinct), policy.prompt.unit, n_candidates * len(distinct), n_distinct, len(pairs), judged.height - len({p["study_id"] for p in pairs}))
-    return pl.DataFrame(pairs, schema=PREFERENCE_SCHEMA)
+    table = pl.DataFrame(pairs, schema=PREFERENCE_SCHEMA)
+    summary = preference_summary(judged.height, n_candidates, rewards, table)
+    log.info("%d reports, %d %ss: %s", judged.height, len(distinct), prompt.unit, summary)
+    return table, summary
 
 
-def collect_preferences(inputs: dict[str, str], rlhf: dict, prompt: PromptSettings, batch_size: int, max_new_tokens: int, out: dict[str, str], review_pairs: str = "review/pairs.csv") -> pl.DataFrame:
-    """Build the preference set from the configured judge and write it with its dropped rows.
+def preference_summary(reports: int, n_candidates: int, rewards: list[list[float]], pairs: pl.DataFrame) -> dict[str, float]:
+    """How much signal a simulated preference set holds. ``rewards``: per judged unit (a report, or
+    one sentence of one), the rewards of its distinct candidates.
 
-    Human judgements that do not exist yet stop here with the commands that collect them
-    (``review_pairs``: where the review_set rule writes the pairs to judge)."""
+    - ``distinct_candidates_per_unit``: the mean number of distinct candidates of a unit;
+    - ``tie_rate``: among the pairs of distinct candidates of a unit, the share with equal rewards
+      (no preference: not a pair);
+    - ``reports_without_pairs``: judged reports none of whose candidates differ in reward.
+    """
+    candidate_pairs = [(a, b) for unit in rewards for a, b in itertools.combinations(unit, 2)]
+    return {
+        "reports_judged": reports,
+        "units_judged": len(rewards),
+        "candidates_per_unit": n_candidates,
+        "distinct_candidates_per_unit": round(sum(map(len, rewards)) / max(1, len(rewards)), 3),
+        "tie_rate": round(sum(a == b for a, b in candidate_pairs) / max(1, len(candidate_pairs)), 4),
+        "pairs": pairs.height,
+        "reports_with_pairs": pairs["study_id"].n_unique(),
+        "reports_without_pairs": reports - pairs["study_id"].n_unique(),
+    }
+
+
+def collect_preferences(inputs: dict[str, str], rlhf: dict, prompt: PromptSettings, sampling: dict[str, Any], out: dict[str, str], review_pairs: str = "review/pairs.csv") -> pl.DataFrame:
+    """Build the preference set from the configured judge and write it with its dropped rows and
+    its summary (JSON: :func:`preference_summary` for simulated judgements).
+
+    ``sampling``: the :class:`~cxrlabel.sampling.CandidateSampler` settings other than the policy
+    (batch_size, max_new_tokens, threads, processes, log_path). Human judgements that do not exist
+    yet stop here with the commands that collect them (``review_pairs``: where the review_set rule
+    writes the pairs to judge)."""
     from cxrlabel.io.labels import read_labels
 
-    reports = pl.read_parquet(inputs["reports"]).filter(pl.col("split") == rlhf["preference_split"])
+    reports = pl.read_parquet(inputs["reports"]).filter(pl.col("split").is_in(rlhf["preference_splits"]))
     drops = DropLog()
     if rlhf["judge"] == "human":
         if "judgements" not in inputs:
@@ -166,14 +210,15 @@ def collect_preferences(inputs: dict[str, str], rlhf: dict, prompt: PromptSettin
                 f"`cxrlabel review --pairs {review_pairs} --judgements {rlhf['human_judgements']}` serves the page that records their judgements there (README: Expert preference review)"
             )
         pairs = read_human_judgements(inputs["judgements"], reports, prompt, drops)
+        summary = {"pairs": pairs.height, "reports_with_pairs": pairs["study_id"].n_unique(), "judgements_dropped": drops.counts()}
     else:
         expert, kind = read_labels(inputs["expert"])
-        pairs = simulated_preferences(
-            inputs["policy"], reports, expert, kind, rlhf["candidates"], rlhf["temperature"],
-            rlhf["max_pairs_per_report"], rlhf["seed"], batch_size, max_new_tokens,
+        pairs, summary = simulated_preferences(
+            CandidateSampler(inputs["policy"], **sampling), reports, expert, kind, rlhf["candidates"], rlhf["temperature"], rlhf["max_pairs_per_report"], rlhf["seed"],
         )
     pairs.write_parquet(out["pairs"])
     drops.frame().write_parquet(out["dropped"])
+    Path(out["summary"]).write_text(json.dumps(summary, indent=1) + "\n")
     counts = pairs.group_by("source").len().sort("source").rows()
     log.info("preference set: %d pairs %s from %d reports; %d judgement rows dropped %s", pairs.height, dict(counts), pairs["study_id"].n_unique(), len(drops.rows), drops.counts())
     return pairs

@@ -36,7 +36,7 @@ from cxrlabel.io.labels import LabelKind, read_labels
 from cxrlabel.labelers.llm import fit_prompt, read_llm_settings, write_llm_settings
 from cxrlabel.observations import OBSERVATIONS
 from cxrlabel.training.base_model import weights_dtype
-from cxrlabel.training.preferences import Labels, agreement
+from cxrlabel.training.preferences import Labels, label_reward
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +123,9 @@ def run_ppo(sft_dir: str, reward_dir: str, reports: pl.DataFrame, out_dir: str, 
 
 
 def gold_agreement_reward(expert: dict[str, Labels], kind: LabelKind, fmt: CompletionFormat, contexts: dict[tuple[str, int], list[Labels]] | None = None) -> Callable[..., list[float]]:
-    """The verifiable reward: a completion's agreement with the expert labels of its report
-    (:func:`~cxrlabel.training.preferences.agreement`), per observation, so about -1 to 1.
+    """The verifiable reward: a completion's reward against the expert labels of its report
+    (:func:`~cxrlabel.training.preferences.label_reward`, the preference builder's) per
+    observation, so -1 to 1 (about -1.07 for a malformed output).
 
     ``contexts`` (sentence units): per (study_id, position) the labels of the report's other
     sentences, with which a sentence's completion is aggregated before it is judged.
@@ -132,7 +133,7 @@ def gold_agreement_reward(expert: dict[str, Labels], kind: LabelKind, fmt: Compl
 
     def gold_agreement(prompts: list[str], completions: list[str], study_id: list[str], position: list[int], **_: Any) -> list[float]:
         return [
-            agreement(completion, expert[study], kind, fmt, contexts[(study, at)] if contexts is not None else None) / len(OBSERVATIONS)
+            label_reward(completion, expert[study], kind, fmt, contexts[(study, at)] if contexts is not None else None) / len(OBSERVATIONS)
             for completion, study, at in zip(completions, study_id, position)
         ]
 

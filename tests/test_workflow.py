@@ -95,8 +95,8 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
         "rlhf": {"rewards": ["learned", "verifiable"], "prompt_split": "validate", "ppo": {"total_episodes": 16}, "grpo": {"max_steps": 2}},
         "evaluation": {"labelers": ["rule", "sft", "ppo", "grpo"]},
         "figures": {"baselines": ["rule"]},
-        # two "GPUs": torchrun runs SFT and GRPO in 2 processes (gloo here), prediction in 2 shards
-        "resources": {name: {"gpu": 2} for name in ("sft", "predict_llm", "rl_policy")},
+        # two "GPUs": torchrun runs SFT and GRPO in 2 processes (gloo here), prediction and sampling in 2 shards
+        "resources": {name: {"gpu": 2} for name in ("sft", "predict_llm", "preferences", "rl_policy")},
     }
     config = overlay(tmp_path, budget)
     snakemake("--cores", "2", "--configfile", config)
@@ -110,7 +110,9 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
         assert json.loads((results / f"models/{model}/cxrlabel_llm.json").read_text()) == {"format": "mentioned", "unit": "sentence", "lowercase": False}
     pairs = pl.read_parquet(results / "rlhf/preferences.parquet")
     assert pairs.height > 0 and pairs["prompt"].str.contains("\n\nSentence: ").all()
-    for log in ("sft", "grpo", "predict_sft", "predict_grpo"):
+    summary = json.loads((results / "rlhf/preferences_summary.json").read_text())
+    assert summary["pairs"] == pairs.height and summary["reports_judged"] == 147 and 1 <= summary["distinct_candidates_per_unit"] <= 4
+    for log in ("sft", "preferences", "grpo", "predict_sft", "predict_grpo"):
         text = (results / f"logs/{log}.log").read_text()
         assert "process 0 of 2" in text and "process 1 of 2" in text, log
     assert "ppo runs in one process" in (results / "logs/ppo.log").read_text()

@@ -52,6 +52,10 @@ def check(text: str, labeled: Labeled) -> None:
         assert isinstance(evidence, Evidence) and 0 <= evidence.start < evidence.end <= len(text)
         assert text[evidence.start:evidence.end] == evidence.quote
         assert evidence.quote == evidence.quote.strip() and evidence.quote
+        # the quote, read as the rules read it, is a mention (or attribute anchor) of that observation
+        read = " ".join(evidence.quote.lower().split())
+        patterns = [LABELER.mentions[name], *([LABELER.anchors[name]] if name in LABELER.anchors else [])]
+        assert any(pattern.search(read) for pattern in patterns), (name, evidence)
         if evidence.cue is None:
             assert evidence.cue_start is None and evidence.cue_end is None
         else:

@@ -1,13 +1,14 @@
 """Whole-process speed of `cxrlabel label`: the rule labeler against its own speed, and the LLM labeler.
 
-usage: python benchmarks/cli_label.py [--openi CSV] [--copies 7] [--source NAME=DIR ...] [--llm MODEL_DIR --llm-reports 1000]
+usage: python benchmarks/cli_label.py [--openi CSV] [--copies 7] [--source NAME=DIR ...] [--jsonl] [--llm MODEL_DIR --llm-reports 1000]
 
 Writes a CSV of the OpenI dev reports repeated ``--copies`` times (uid, findings, impression:
 15,456 reports by default) and runs the command a user runs, `python -m cxrlabel.cli label`, on
 it as a new process (start-up included), pinned to one core and to two, best of 3. Each
 ``--source`` is a checkout whose ``src/`` is put first on the path, so that two versions run side
 by side in one run (default: this checkout). Then the labeler alone, in this process on one core:
-`RuleLabeler.label_batch` over the same texts, best of 3. With ``--llm``, the same command with
+`RuleLabeler.label_batch` over the same texts, best of 3. With ``--jsonl``, the rule labeler's
+command with ``--format jsonl`` (labels and evidence) too, from the last source. With ``--llm``, the same command with
 `--labeler llm --model MODEL_DIR` on the CSV's first ``--llm-reports`` reports, likewise.
 """
 
@@ -30,6 +31,7 @@ parser.add_argument("--openi", default=str(ROOT.parent / "shared/data/openi/open
 parser.add_argument("--copies", type=int, default=7)
 parser.add_argument("--source", action="append", help="NAME=DIR: a checkout to run (default: this one)")
 parser.add_argument("--repeats", type=int, default=3)
+parser.add_argument("--jsonl", action="store_true", help="time `--format jsonl` (evidence) too, from the last source")
 parser.add_argument("--llm", help="an LLM labeler's model folder: time `--labeler llm` too")
 parser.add_argument("--llm-reports", type=int, default=1000)
 args = parser.parse_args()
@@ -55,17 +57,24 @@ def best_wall(command: list[str], env: dict[str, str]) -> float:
 
 
 sources = [entry.split("=", 1) for entry in args.source or [f"this={ROOT}"]]
+if args.jsonl:
+    runs.insert(1, ("rule", ["--format", "jsonl"], runs[0][2], runs[0][3]))
 print("| labeler | source | cores | reports | wall s | reports/s |\n| --- | --- | ---: | ---: | ---: | ---: |")
 for kind, options, csv, count in runs:
-    for name, directory in sources:
+    if options[:1] == ["--format"]:
+        kind_sources = sources[-1:]
+        kind = f"{kind} {options[-1]}"
+    else:
+        kind_sources = sources
+    for name, directory in kind_sources:
         for cores in ("0", "0,1"):
             threads = str(len(cores.split(",")))
             env = os.environ | {"PYTHONPATH": str(Path(directory) / "src"), "OMP_NUM_THREADS": threads, "POLARS_MAX_THREADS": threads}
-            command = ["taskset", "-c", cores, sys.executable, "-m", "cxrlabel.cli", "label", "--labeler", kind, *options,
-                       "--input", str(csv), "--output", str(work / f"{kind}-{name}.csv")]
+            command = ["taskset", "-c", cores, sys.executable, "-m", "cxrlabel.cli", "label", "--labeler", kind.split()[0], *options,
+                       "--input", str(csv), "--output", str(work / f"{kind.replace(' ', '_')}-{name}.csv")]
             wall = best_wall(command, env)
             print(f"| {kind} | {name} | {threads} | {count} | {wall:.2f} | {count / wall:,.1f} |", flush=True)
-    outputs = {name: (work / f"{kind}-{name}.csv").read_bytes() for name, _ in sources}
+    outputs = {name: (work / f"{kind.replace(' ', '_')}-{name}.csv").read_bytes() for name, _ in kind_sources}
     print(f"{kind}: outputs identical across sources: {len(set(outputs.values())) == 1}")
 
 os.sched_setaffinity(0, {0})

@@ -87,3 +87,98 @@ def test_rule_labeling_imports_no_model_or_table_library(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"  # start-up is most of a short run's time
+
+
+def test_jsonl_carries_ids_labels_evidence_and_nulls(tmp_path):
+    import json
+
+    source = tmp_path / "in.csv"
+    source.write_text('id,site,findings,impression\n007,a,"No pneumothorax.","Possible PNEUMONIA."\n3,b,,Heart size is normal.\n2,c,,\n')
+    assert main(["label", "--labeler", "rule", "--input", str(source), "--output", str(tmp_path / "out.jsonl"), "--format", "jsonl", "--batch-size", "2"]) == 0
+    lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
+    records = [json.loads(line) for line in lines]
+    assert [list(r) for r in records] == [["id", "site", "labels", "evidence", "confidence"]] * 3  # text columns left out
+    assert [(r["id"], r["site"]) for r in records] == [("007", "a"), ("3", "b"), ("2", "c")]  # as text, in input order
+    first = records[0]
+    assert list(first["labels"]) == list(OBSERVATIONS)
+    assert first["labels"]["Pneumothorax"] == 0 and first["labels"]["Pneumonia"] == -1 and first["labels"]["Edema"] is None
+    assert first["labels"]["No Finding"] is None
+    text = "No pneumothorax. Possible PNEUMONIA."  # findings and impression joined with a space: what the labeler read
+    assert first["evidence"] == {
+        "Pneumothorax": {"start": 3, "end": 15, "quote": "pneumothorax", "cue": "No", "cue_start": 0, "cue_end": 2},
+        "Pneumonia": {"start": 26, "end": 35, "quote": "PNEUMONIA", "cue": "Possible", "cue_start": 17, "cue_end": 25},
+    }
+    assert text[26:35] == "PNEUMONIA" and text[17:25] == "Possible"
+    assert first["confidence"] == {"Pneumothorax": None, "Pneumonia": None}
+    second = records[1]
+    assert second["labels"]["Cardiomegaly"] == 0 and second["labels"]["No Finding"] == 1
+    assert second["evidence"]["No Finding"] is None and second["evidence"]["Cardiomegaly"]["quote"] == "Heart size is normal"
+    assert records[2]["evidence"] == {"No Finding": None} and records[2]["confidence"] == {"No Finding": None}
+
+
+def test_jsonl_labels_equal_the_csv_labels_and_the_csv_is_unchanged_by_evidence(tmp_path):
+    """The same reports through --format csv and --format jsonl; the CSV also equals the one written
+    from the labels computed with evidence, byte for byte."""
+    import json
+    import random
+
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    from cxrlabel.cli import label_columns
+    from cxrlabel.io.demo import DemoSpec, draw_labels, render_report
+    from cxrlabel.labelers.rule import RuleLabeler
+
+    rng, spec = random.Random(11), DemoSpec()
+    reports = [render_report(draw_labels(rng, spec), rng, rng.random() < spec.p_long) for _ in range(300)]
+    reports += ["No pneumothorax.", "possible pneumonia", "NO EDEMA.\r\nSmall  LEFT\teffusion.", ""]
+    table = pa.table({"study_id": [f"s{i:04d}" for i in range(len(reports))], "report": reports})
+    pacsv.write_csv(table, tmp_path / "in.csv")
+    assert main(["label", "--labeler", "rule", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv"), "--batch-size", "64"]) == 0
+    assert main(["label", "--labeler", "rule", "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.jsonl"), "--format", "jsonl", "--batch-size", "64"]) == 0
+
+    with_evidence = RuleLabeler().label_batch(reports, evidence=True)
+    schema = pa.schema([(name, pa.string()) for name in ("study_id", "report", *OBSERVATIONS)])
+    expected = pa.RecordBatch.from_arrays([*table.to_batches()[0].columns, *label_columns(with_evidence)], schema=schema)
+    pacsv.write_csv(expected, tmp_path / "expected.csv", write_options=pacsv.WriteOptions(quoting_style="needed"))
+    assert (tmp_path / "out.csv").read_bytes() == (tmp_path / "expected.csv").read_bytes()
+
+    csv_rows = read(tmp_path / "out.csv").select("study_id", *OBSERVATIONS).rows()
+    spelled = {1: "1.0", 0: "0.0", -1: "-1.0", None: None}
+    records = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert [(r["study_id"], *(spelled[r["labels"][name]] for name in OBSERVATIONS)) for r in records] == csv_rows
+    for record, text in zip(records, reports):
+        for name, evidence in record["evidence"].items():
+            if evidence is not None:
+                assert text[evidence["start"]:evidence["end"]] == evidence["quote"]
+
+
+def test_jsonl_of_a_labeler_without_evidence_has_null_evidence():
+    from cxrlabel.cli import json_record
+    from cxrlabel.labelers import Labeled
+
+    labels = dict.fromkeys(OBSERVATIONS) | {"Edema": 1}
+    record = json_record({"id": "1"}, Labeled(labels))  # what bert and llm return today
+    assert record == {"id": "1", "labels": labels, "evidence": None, "confidence": {"Edema": None}}
+
+
+def test_jsonl_refuses_an_id_column_it_would_overwrite(tmp_path, capsys):
+    source = tmp_path / "in.csv"
+    source.write_text("labels,report\nx,No edema.\n")
+    assert main(["label", "--labeler", "rule", "--input", str(source), "--output", str(tmp_path / "out.jsonl"), "--format", "jsonl"]) == 2
+    assert "['labels'] would be overwritten" in capsys.readouterr().err
+
+
+def test_jsonl_rule_labeling_imports_no_model_or_table_library(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("id,report\n1,No edema.\n")
+    out = tmp_path / "out.jsonl"
+    code = (
+        "import sys; from cxrlabel.cli import main; "
+        f"assert main(['label', '--labeler', 'rule', '--format', 'jsonl', '--input', {str(source)!r}, '--output', {str(out)!r}]) == 0; "
+        "print(sorted(m for m in ('torch', 'transformers', 'polars', 'datasets') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    assert out.read_text().count("\n") == 1 and '"cue": "No"' in out.read_text()

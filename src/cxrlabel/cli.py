@@ -1,9 +1,11 @@
-"""Command line: ``cxrlabel label`` labels any CSV of reports in CheXpert format; ``cxrlabel review``
-serves the page on which radiologists judge pairs of label outputs."""
+"""Command line: ``cxrlabel label`` labels any CSV of reports in CheXpert format (or JSON lines with
+each label's evidence); ``cxrlabel review`` serves the page on which radiologists judge pairs of
+label outputs."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 from collections.abc import Sequence
@@ -15,7 +17,7 @@ import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from cxrlabel.io.records import BadInputError
-from cxrlabel.labelers import Labeled, make_labeler
+from cxrlabel.labelers import Labeled, label_batch, make_labeler
 from cxrlabel.observations import CSV_SPELLING, OBSERVATIONS
 
 #: Reports per labeling batch by default. The rule labeler gains ~5% from 64 to 1,024 (the per-batch
@@ -35,11 +37,34 @@ def label_columns(labeled: Sequence[Labeled]) -> list[pa.Array]:
     return [pa.array([CSV_SPELLING.get(item.labels[name]) for item in labeled], pa.string()) for name in OBSERVATIONS]
 
 
-def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str | None, text_columns: list[str] | None, batch_size: int) -> int:
-    """Stream ``input_path`` through a labeler into a CheXpert-format ``output_path``; return the report count.
+#: The keys a JSON line adds after the input's columns.
+JSONL_KEYS = ("labels", "evidence", "confidence")
 
-    Every input column passes through unchanged (read as text), in input order, followed by
-    the 14 observation columns (1.0 / 0.0 / -1.0 / blank). Memory is bounded by the batch size.
+
+def json_record(ids: dict[str, str], labeled: Labeled) -> dict:
+    """One report's JSON line: the input's non-text columns, then ``labels`` (all 14 observations,
+    canonical order: 1, 0, -1 or null for blank), ``evidence`` (per non-blank label: ``start``,
+    ``end``, ``quote``, ``cue``, ``cue_start``, ``cue_end``, offsets into the text the labeler read,
+    or null where the label has no span, as the rule labeler's No Finding; the whole field is null
+    for a labeler that gives no evidence, today bert and llm) and ``confidence`` (per non-blank
+    label; null: no labeler gives a calibrated probability yet)."""
+    labels = {name: None if labeled.labels[name] is None else int(labeled.labels[name]) for name in OBSERVATIONS}
+    stated = [name for name in OBSERVATIONS if labels[name] is not None]
+    evidence = None
+    if labeled.evidence is not None:
+        evidence = {name: None if labeled.evidence.get(name) is None else labeled.evidence[name].to_json() for name in stated}
+    return {**ids, "labels": labels, "evidence": evidence, "confidence": dict.fromkeys(stated)}
+
+
+def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str | None, text_columns: list[str] | None, batch_size: int, output_format: str = "csv") -> int:
+    """Stream ``input_path`` through a labeler into ``output_path``; return the report count.
+
+    ``csv`` (CheXpert format): every input column passes through unchanged (read as text), in
+    input order, followed by the 14 observation columns (1.0 / 0.0 / -1.0 / blank).
+    ``jsonl``: one JSON object per report, in input order: the input's columns other than the
+    text columns (ids, as text), then :func:`json_record`'s ``labels``, ``evidence`` and
+    ``confidence``. Evidence offsets index the text the labeler read: the text columns joined
+    with one space. Memory is bounded by the batch size either way.
     """
     names = pacsv.open_csv(input_path).schema.names
     if text_columns is None:
@@ -47,7 +72,13 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
     missing = [c for c in text_columns if c not in names]
     if not text_columns or missing:
         raise BadInputError(f"{input_path}: line 1 (header): no text column {missing or ''} among {names}: expected 'report' or 'findings'/'impression' (or pass --text-columns)")
-    clash = [c for c in names if c in OBSERVATIONS]
+    if output_format == "jsonl":
+        ids = [c for c in names if c not in text_columns]
+        clash = [c for c in ids if c in JSONL_KEYS]
+    elif output_format == "csv":
+        clash = [c for c in names if c in OBSERVATIONS]
+    else:
+        raise ValueError(f"unknown output format {output_format!r}: csv or jsonl")
     if clash:
         raise BadInputError(f"{input_path}: line 1 (header): column(s) {clash} would be overwritten by the labels")
 
@@ -58,29 +89,41 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
         convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in names}, strings_can_be_null=False),
     )
     count = 0
-    schema = pa.schema([(name, pa.string()) for name in (*names, *OBSERVATIONS)])
-    options = pacsv.WriteOptions(quoting_style="needed")
-    with pacsv.CSVWriter(output_path, schema, write_options=options) as writer, tqdm(desc=f"labeling ({labeler_kind})", unit="report", mininterval=2) as progress:
-        for record_batch in reader:
-            for start in range(0, record_batch.num_rows, batch_size):
-                chunk = record_batch.slice(start, batch_size)
-                labels = label_columns(labeler.label_batch(report_texts(chunk, text_columns)))
-                writer.write_batch(pa.RecordBatch.from_arrays([*chunk.columns, *labels], schema=schema))
+    progress = tqdm(desc=f"labeling ({labeler_kind})", unit="report", mininterval=2)
+    chunks = (record_batch.slice(start, batch_size) for record_batch in reader for start in range(0, record_batch.num_rows, batch_size))
+    if output_format == "jsonl":
+        with open(output_path, "w", encoding="utf-8", newline="\n") as out, progress:
+            for chunk in chunks:
+                labeled = label_batch(labeler, report_texts(chunk, text_columns), evidence=True)
+                rows = chunk.select(ids).to_pylist()
+                out.writelines(json.dumps(json_record(row, item), ensure_ascii=False) + "\n" for row, item in zip(rows, labeled))
                 count += chunk.num_rows
                 progress.update(chunk.num_rows)
+        return count
+    schema = pa.schema([(name, pa.string()) for name in (*names, *OBSERVATIONS)])
+    options = pacsv.WriteOptions(quoting_style="needed")
+    with pacsv.CSVWriter(output_path, schema, write_options=options) as writer, progress:
+        for chunk in chunks:
+            labels = label_columns(labeler.label_batch(report_texts(chunk, text_columns)))
+            writer.write_batch(pa.RecordBatch.from_arrays([*chunk.columns, *labels], schema=schema))
+            count += chunk.num_rows
+            progress.update(chunk.num_rows)
     return count
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cxrlabel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    label = commands.add_parser("label", help="label a CSV of reports, writing CheXpert format")
+    label = commands.add_parser("label", help="label a CSV of reports, writing CheXpert format (or JSON lines with evidence)")
     label.add_argument("--labeler", choices=list(DEFAULT_BATCH_SIZES), required=True)
     label.add_argument("--model", help="model folder of a trained labeler (bert, llm)")
     label.add_argument("--input", type=Path, required=True, help="CSV with a 'report' column or 'findings'/'impression' columns")
     label.add_argument("--output", type=Path, required=True)
     label.add_argument("--text-columns", help="comma-separated columns joined into the report text (default: report, else findings,impression)")
     label.add_argument("--batch-size", type=int, help="reports per batch (default: rule and llm 1024, bert 64)")
+    label.add_argument("--format", choices=["csv", "jsonl"], default="csv",
+                       help="csv (default): the input's columns + the 14 in CheXpert format; jsonl: one object per report with "
+                       "the input's non-text columns, labels, and each label's evidence (rule labeler; null for bert/llm) and confidence (null)")
     review = commands.add_parser("review", help="serve the page on which radiologists judge pairs of label outputs")
     review.add_argument("--pairs", type=Path, required=True, help="the review set (review/pairs.csv of the review_set rule)")
     review.add_argument("--judgements", type=Path, required=True, help="CSV the judgements are appended to (rlhf.human_judgements)")
@@ -94,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
 
             serve(args.pairs, args.judgements, args.host, args.port)
             return 0
-        count = label_csv(args.input, args.output, args.labeler, args.model, args.text_columns.split(",") if args.text_columns else None, args.batch_size or DEFAULT_BATCH_SIZES[args.labeler])
+        count = label_csv(args.input, args.output, args.labeler, args.model, args.text_columns.split(",") if args.text_columns else None, args.batch_size or DEFAULT_BATCH_SIZES[args.labeler], args.format)
     except (BadInputError, ValueError, OSError, pa.ArrowInvalid) as error:  # OSError: a missing file, a port in use
         print(f"cxrlabel: error: {error}", file=sys.stderr)
         return 2

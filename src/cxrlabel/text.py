@@ -16,3 +16,16 @@ _WORD = re.compile(r"[^\W\d_]")
 def split_sentences(text: str) -> list[str]:
     """The sentences of ``text``, stripped, in order; pieces without a letter (``1.``, ``.``) are left out."""
     return [piece.strip() for piece in SENTENCE_BREAK.split(text) if piece and _WORD.search(piece)]
+
+
+def sentence_spans(text: str) -> list[tuple[int, int]]:
+    """Where the sentences of :func:`split_sentences` lie in ``text``: ``[start, end)`` offsets, in
+    order, so that ``[text[s:e] for s, e in sentence_spans(text)] == split_sentences(text)``."""
+    spans: list[tuple[int, int]] = []
+    start = 0
+    for end, resume in [(m.start(), m.end()) for m in SENTENCE_BREAK.finditer(text)] + [(len(text), len(text))]:
+        piece = text[start:end]
+        if piece and _WORD.search(piece):
+            spans.append((start + len(piece) - len(piece.lstrip()), start + len(piece.rstrip())))
+        start = resume
+    return spans

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -10,20 +10,67 @@ Labels = dict[str, int | None]
 
 
 @dataclass(frozen=True)
+class Evidence:
+    """The part of a report that decided one label.
+
+    ``start``/``end`` are character offsets, ``[start, end)``, into the exact text the labeler
+    read (Python string indices: Unicode code points, not bytes), so ``text[start:end] == quote``.
+    ``cue`` is the negation or uncertainty trigger (or the attribute, "heart size is *normal*")
+    that gave the mention its class, with its own offsets into the same text; all three are None
+    when the mention is asserted without one.
+    """
+
+    start: int
+    end: int
+    quote: str
+    cue_start: int | None = None
+    cue_end: int | None = None
+    cue: str | None = None
+
+    def to_json(self) -> dict[str, int | str | None]:
+        """A JSON-able dict: ``start``, ``end``, ``quote``, ``cue``, ``cue_start``, ``cue_end``."""
+        return {"start": self.start, "end": self.end, "quote": self.quote, "cue": self.cue, "cue_start": self.cue_start, "cue_end": self.cue_end}
+
+
+#: Per non-blank observation, the evidence of its label, or None where the label has no span
+#: (the rule labeler's No Finding: decided by the absence of findings, not by any text).
+EvidenceMap = Mapping[str, Evidence | None]
+
+
+@dataclass(frozen=True)
 class Labeled:
     """One report's labels, and how they came about: an LLM's output may be malformed (and a
-    fallback used); a report may be longer than the labeler reads (truncated)."""
+    fallback used); a report may be longer than the labeler reads (truncated). ``evidence`` is
+    None unless the labeler was asked for it and provides it (:func:`supports_evidence`)."""
 
     labels: Labels
     format_error: bool = False
     fallback_used: bool = False
     truncated: bool = False
+    evidence: EvidenceMap | None = None
 
 
 class Labeler(Protocol):
+    """Labels a batch of report texts. A labeler that can say which text decided each label has a
+    true ``provides_evidence`` attribute and accepts ``label_batch(texts, evidence=True)``, which
+    fills :attr:`Labeled.evidence`; today only the rule labeler does."""
+
     name: str
 
     def label_batch(self, texts: Sequence[str]) -> list[Labeled]: ...
+
+
+def supports_evidence(labeler: Labeler) -> bool:
+    """Whether ``labeler`` fills :attr:`Labeled.evidence` when asked (``label_batch(texts, evidence=True)``)."""
+    return bool(getattr(labeler, "provides_evidence", False))
+
+
+def label_batch(labeler: Labeler, texts: Sequence[str], evidence: bool = False) -> list[Labeled]:
+    """``labeler``'s labels of ``texts``, with evidence where asked and the labeler provides it
+    (otherwise :attr:`Labeled.evidence` stays None)."""
+    if evidence and supports_evidence(labeler):
+        return labeler.label_batch(texts, evidence=True)  # type: ignore[call-arg]
+    return labeler.label_batch(texts)
 
 
 def make_labeler(kind: str, model: str | None = None, **options) -> Labeler:

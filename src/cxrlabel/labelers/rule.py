@@ -12,6 +12,14 @@ cue phrases around it:
 Mentions of one observation are aggregated positive > uncertain > negative; No Finding
 follows the CheXpert rule. Everything is compiled regular expressions: thousands of
 reports per second on one core.
+
+Evidence (``label_batch(texts, evidence=True)`` or :meth:`RuleLabeler.label_with_evidence`):
+each non-blank label comes with the mention that decided it, the first mention in text order
+whose class is the report's class for that observation, as offsets into the text given (the
+rules read a lower-cased, whitespace-collapsed copy of each sentence; offsets are mapped back),
+with the cue that gave it its class. No Finding has no mention (it is positive when no pathology
+is found): its evidence is None. The labels are the same with and without evidence (one code
+path decides both); evidence is opt-in because mapping offsets back costs time.
 """
 
 from __future__ import annotations
@@ -19,10 +27,11 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import NamedTuple
 
-from cxrlabel.labelers import Labeled, Labels
+from cxrlabel.labelers import Evidence, Labeled, Labels
 from cxrlabel.observations import AGGREGATION_ORDER, NO_FINDING, OBSERVATIONS, aggregate_mentions
-from cxrlabel.text import split_sentences
+from cxrlabel.text import sentence_spans, split_sentences
 
 POSITIVE, NEGATIVE, UNCERTAIN = 1, 0, -1
 
@@ -154,10 +163,50 @@ class _Cue:
     kind: str  # {pre, post, both}_{neg, unc}: which way the cue reaches, and what it means
 
 
+class _Mention(NamedTuple):
+    """One mention in a normalized sentence: its class, its span and the span of the cue (a
+    negation, an uncertainty or an attribute) that gave it that class, if one did."""
+
+    name: str
+    certainty: int
+    start: int
+    end: int
+    cue_start: int | None = None
+    cue_end: int | None = None
+
+
+_TOKEN = re.compile(r"\S+")
+
+
+def _normalize(sentence: str) -> str:
+    """The sentence as the rules read it: lower case, one space between words (mention phrases
+    are written with single spaces, and a tab or a doubled space, a form change, see
+    cxrlabel.perturb, must not hide a mention)."""
+    return " ".join(sentence.lower().split())
+
+
+def _origins(sentence: str) -> list[int]:
+    """Per character of ``_normalize(sentence)``, the index in ``sentence`` of the character it
+    comes from (a joining space: the whitespace just before the next word; a character that
+    lower-cases to two, such as "İ": both point to it)."""
+    origins: list[int] = []
+    for match in _TOKEN.finditer(sentence):
+        if origins:
+            origins.append(match.start() - 1)
+        token = match.group()
+        if len(token.lower()) == len(token):
+            origins.extend(range(match.start(), match.end()))
+        else:
+            for i, char in enumerate(token):
+                origins.extend([match.start() + i] * len(char.lower()))
+    return origins
+
+
 class RuleLabeler:
     """Labels report texts with the rules above; stateless after construction and deterministic."""
 
     name = "rule"
+    provides_evidence = True
 
     def __init__(self) -> None:
         self.mentions = {name: _compile(phrases) for name, phrases in MENTIONS.items()}
@@ -181,17 +230,61 @@ class RuleLabeler:
 
     def sentence_labels(self, sentence: str) -> Labels:
         """The labels of one sentence's mentions, aggregated; No Finding (a report-level label) is blank."""
-        found: dict[str, set[int]] = {}
-        # one space between words: mention phrases are written with single spaces, and a tab or
-        # a doubled space (a form change, see cxrlabel.perturb) must not hide a mention
-        for name, certainty in self._sentence_mentions(" ".join(sentence.lower().split())):
-            found.setdefault(name, set()).add(certainty)
-        return {NO_FINDING: None} | {name: _aggregate(found[name]) if name in found else None for name in OBSERVATIONS[1:]}
+        return _sentence_labels(self._sentence_mentions(_normalize(sentence)))
 
-    def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
+    def label_batch(self, texts: Sequence[str], evidence: bool = False) -> list[Labeled]:
+        """The labels of each text; with ``evidence``, each label's evidence too (slower, same labels)."""
+        if evidence:
+            return [self.label_with_evidence(text) for text in texts]
         return [Labeled(self.label(text)) for text in texts]
 
-    def _sentence_mentions(self, sentence: str) -> Iterable[tuple[str, int]]:
+    def label_with_evidence(self, text: str) -> Labeled:
+        """The labels of one report (equal to :meth:`label`'s) and, per non-blank label, its evidence.
+
+        The evidence of an observation is the first mention in text order whose class is the
+        report's class (positive > uncertain > negative decided it), as offsets into ``text``
+        itself: ``text[e.start:e.end] == e.quote``. A mention of heart size or the mediastinum
+        judged by its attribute spans both ("heart size is normal"). The cue is the negation or
+        uncertainty trigger that reached the mention, the nearest to it where several did, or the
+        attribute that made an anchor negative or uncertain; None for a plain positive mention
+        (or one made positive by its attribute). No Finding's evidence is None: it is positive
+        when no pathology is positive or uncertain, which no span of text shows.
+        """
+        spans = sentence_spans(text)
+        by_sentence: list[Labels] = []
+        candidates: dict[str, list[tuple[int, _Mention]]] = {}
+        for index, (start, end) in enumerate(spans):
+            mentions = list(self._sentence_mentions(_normalize(text[start:end])))
+            by_sentence.append(_sentence_labels(mentions))
+            for mention in mentions:
+                candidates.setdefault(mention.name, []).append((index, mention))
+        labels = aggregate_mentions(by_sentence)
+        evidence: dict[str, Evidence | None] = {}
+        origins: dict[int, list[int]] = {}
+        for name in OBSERVATIONS:
+            value = labels[name]
+            if value is None:
+                continue
+            if name == NO_FINDING:
+                evidence[name] = None
+                continue
+            index, mention = min(((i, m) for i, m in candidates[name] if m.certainty == value), key=lambda im: (im[0], im[1].start))
+            sentence_start = spans[index][0]
+            if index not in origins:
+                origins[index] = _origins(text[sentence_start:spans[index][1]])
+
+            def offsets(start: int, end: int) -> tuple[int, int]:
+                return sentence_start + origins[index][start], sentence_start + origins[index][end - 1] + 1  # noqa: B023
+
+            start, end = offsets(mention.start, mention.end)
+            cue_start = cue_end = cue = None
+            if mention.cue_start is not None and mention.cue_end is not None:
+                cue_start, cue_end = offsets(mention.cue_start, mention.cue_end)
+                cue = text[cue_start:cue_end]
+            evidence[name] = Evidence(start, end, text[start:end], cue_start, cue_end, cue)
+        return Labeled(labels, evidence=evidence)
+
+    def _sentence_mentions(self, sentence: str) -> Iterable[_Mention]:
         sentence = self.pseudo.sub(lambda m: " " * len(m.group()), sentence)
         cues = self._cues(sentence)
         breaks = [m.start() for m in CLAUSE_BREAKS.finditer(sentence)]
@@ -202,13 +295,19 @@ class RuleLabeler:
                 masked = self.exclusions[name].sub(lambda m: " " * len(m.group()), sentence)
             for match in pattern.finditer(masked):
                 if not _inside_cue(match, cues):
-                    yield name, _certainty(match.start(), match.end(), cues, breaks, commas)
+                    certainty, cue = _decide(match.start(), match.end(), cues, breaks, commas)
+                    yield _Mention(name, certainty, match.start(), match.end(), *((cue.start, cue.end) if cue else ()))
         for name, pattern in self.anchors.items():
             for match in pattern.finditer(sentence):
                 attribute = self._attribute(sentence, match, breaks)
                 if attribute is not None:
-                    certainty = _certainty(match.start(), match.end(), cues, breaks, commas)
-                    yield name, attribute if certainty == POSITIVE else certainty
+                    value, at_start, at_end = attribute
+                    start, end = min(match.start(), at_start), max(match.end(), at_end)
+                    certainty, cue = _decide(match.start(), match.end(), cues, breaks, commas)
+                    if certainty != POSITIVE and cue is not None:
+                        yield _Mention(name, certainty, start, end, cue.start, cue.end)
+                    else:
+                        yield _Mention(name, value, start, end, *((at_start, at_end) if value != POSITIVE else ()))
 
     def _cues(self, sentence: str) -> list[_Cue]:
         cues: list[_Cue] = []
@@ -220,23 +319,26 @@ class RuleLabeler:
                     taken[m.start():m.end()] = [True] * (m.end() - m.start())
         return cues
 
-    def _attribute(self, sentence: str, anchor: re.Match[str], breaks: list[int]) -> int | None:
-        """The certainty an attribute gives a heart-size or mediastinum anchor, None when it has none.
+    def _attribute(self, sentence: str, anchor: re.Match[str], breaks: list[int]) -> tuple[int, int, int] | None:
+        """The certainty an attribute gives a heart-size or mediastinum anchor and the attribute's
+        span in ``sentence``, None when it has none.
 
         The attribute may follow the anchor in its clause ("heart size is normal") or stand
         just before it ("normal heart size", "enlarged cardiac silhouette").
         """
         end = min([b for b in breaks if b >= anchor.end()] + [len(sentence)])
+        before_start = max(0, anchor.start() - 25)
         after = sentence[anchor.end():end]
-        before = sentence[max(0, anchor.start() - 25):anchor.start()]
-        for window in (after, before):
-            if self.borderline.search(window):
-                return UNCERTAIN
+        before = sentence[before_start:anchor.start()]
+        for offset, window in ((anchor.end(), after), (before_start, before)):
+            borderline = self.borderline.search(window)
+            if borderline:
+                return UNCERTAIN, offset + borderline.start(), offset + borderline.end()
             normal, abnormal = self.normal.search(window), self.abnormal.search(window)
             if normal and (not abnormal or normal.start() <= abnormal.start() or "not" in window[:abnormal.start()].split()[-2:]):
-                return NEGATIVE
+                return NEGATIVE, offset + normal.start(), offset + normal.end()
             if abnormal:
-                return POSITIVE
+                return POSITIVE, offset + abnormal.start(), offset + abnormal.end()
         return None
 
 
@@ -244,17 +346,34 @@ def _inside_cue(match: re.Match[str], cues: list[_Cue]) -> bool:
     return any(cue.start <= match.start() and match.end() <= cue.end for cue in cues)
 
 
-def _certainty(start: int, end: int, cues: list[_Cue], breaks: list[int], commas: list[int]) -> int:
-    """Uncertain if an uncertainty cue reaches the mention, else negative if a negation does, else positive."""
+def _sentence_labels(mentions: Iterable[_Mention]) -> Labels:
+    """A sentence's labels from its mentions; No Finding (a report-level label) is blank."""
+    found: dict[str, set[int]] = {}
+    for mention in mentions:
+        found.setdefault(mention.name, set()).add(mention.certainty)
+    return {NO_FINDING: None} | {name: _aggregate(found[name]) if name in found else None for name in OBSERVATIONS[1:]}
+
+
+def _decide(start: int, end: int, cues: list[_Cue], breaks: list[int], commas: list[int]) -> tuple[int, _Cue | None]:
+    """Uncertain if an uncertainty cue reaches the mention, else negative if a negation does, else
+    positive; with the cue that decided it (the nearest of that meaning), None for positive."""
     reaching = [cue for cue in cues if _reaches(cue, start, end, breaks, commas)]
+    if not reaching:
+        return POSITIVE, None
     negations = [cue.start for cue in reaching if cue.kind == "pre_neg"]
-    uncertain = [cue.start for cue in reaching if cue.kind.endswith("unc")]
+    uncertain = [cue for cue in reaching if cue.kind.endswith("unc")]
     # "no suspicious opacity": an uncertainty word inside a negation's scope is negated too
-    if uncertain and not (negations and min(negations) < min(uncertain)):
-        return UNCERTAIN
-    if negations or any(cue.kind.endswith("neg") for cue in reaching):
-        return NEGATIVE
-    return POSITIVE
+    if uncertain and not (negations and min(negations) < min(cue.start for cue in uncertain)):
+        return UNCERTAIN, _nearest(uncertain, start, end)
+    negating = [cue for cue in reaching if cue.kind.endswith("neg")]
+    if negating:
+        return NEGATIVE, _nearest(negating, start, end)
+    return POSITIVE, None
+
+
+def _nearest(cues: list[_Cue], start: int, end: int) -> _Cue:
+    """The cue closest to the mention at ``start:end`` (the first of equals)."""
+    return min(cues, key=lambda cue: start - cue.end if cue.end <= start else cue.start - end)
 
 
 def _reaches(cue: _Cue, start: int, end: int, breaks: list[int], commas: list[int]) -> bool:

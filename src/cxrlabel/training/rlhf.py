@@ -9,6 +9,8 @@
 - GRPO / RLOO (TRL's maintained trainers): the same SFT start and KL to it, rewarded by the
   reward model, by agreement with the expert labels (a verifiable reward), or by both.
 - Prompts are cut to the context exactly as the LLM labeler cuts them at inference.
+- Every RL run writes its training curves, one row per logged step, to ``<model>/rl_curves.csv``
+  (:func:`curves_table`), format errors of the sampled completions included.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,10 +31,11 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedTokenizerBase,
+    TrainerCallback,
     set_seed,
 )
 
-from cxrlabel.instruct import CompletionFormat, PromptSettings, unit_table
+from cxrlabel.instruct import CompletionFormat, PromptSettings, parse_completion, unit_table
 from cxrlabel.io.labels import LabelKind, read_labels
 from cxrlabel.labelers.llm import fit_prompt, read_llm_settings, write_llm_settings
 from cxrlabel.observations import OBSERVATIONS
@@ -39,6 +43,9 @@ from cxrlabel.training.base_model import weights_dtype
 from cxrlabel.training.preferences import Labels, agreement
 
 log = logging.getLogger(__name__)
+
+#: The training curves of an RL run, in its model folder (:func:`curves_table`).
+CURVES_FILE = "rl_curves.csv"
 
 
 def held_out(study_id: str, fraction: float, seed: int) -> bool:
@@ -117,9 +124,13 @@ def run_ppo(sft_dir: str, reward_dir: str, reports: pl.DataFrame, out_dir: str, 
     units = unit_table(reports, prompt.unit)["text"].to_list()
     prompts = fitted_prompts(tokenizer, units, prompt, policy.config.max_position_embeddings, settings["response_length"])
     config = PPOConfig(output_dir=str(Path(out_dir) / "checkpoints"), report_to="none", save_strategy="no", stop_token="eos", num_sample_generations=0, **settings)
-    trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward, value_model=value, train_dataset=Dataset.from_dict({"input_ids": prompts}))
-    trainer.train()
+    samples = SampledCompletions(policy, tokenizer, prompt.format)
+    trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward, value_model=value,
+                         train_dataset=Dataset.from_dict({"input_ids": prompts}), callbacks=[samples])
+    with samples.recording():
+        trainer.train()
     save_policy(trainer, tokenizer, out_dir, prompt)  # the policy alone, without the value head
+    write_curves(trainer, "ppo", out_dir)
 
 
 def gold_agreement_reward(expert: dict[str, Labels], kind: LabelKind, fmt: CompletionFormat, contexts: dict[tuple[str, int], list[Labels]] | None = None) -> Callable[..., list[float]]:
@@ -137,6 +148,126 @@ def gold_agreement_reward(expert: dict[str, Labels], kind: LabelKind, fmt: Compl
         ]
 
     return gold_agreement
+
+
+def format_error_reward(fmt: CompletionFormat) -> Callable[..., list[float]]:
+    """1.0 for a completion :func:`~cxrlabel.instruct.parse_completion` finds malformed, else 0.0.
+
+    GRPO and RLOO get it as an extra reward function of weight 0 (``reward_weights``): it changes
+    no reward and no advantage, and TRL logs its mean over the sampled completions, the
+    format-error rate, as ``rewards/format_error/mean``.
+    """
+
+    def format_error(completions: list[str], **_: Any) -> list[float]:
+        return [float(parse_completion(completion, fmt).error is not None) for completion in completions]
+
+    return format_error
+
+
+class SampledCompletions(TrainerCallback):
+    """What TRL's PPOTrainer does not log about the completions it samples: the share that
+    :func:`~cxrlabel.instruct.parse_completion` finds malformed (``format_error_rate``) and their
+    mean length in tokens, the EOS included (``completion_length``), added to each log entry.
+
+    While :meth:`recording`, the policy's ``generate`` (which PPO calls for every rollout chunk)
+    passes its completions here; a completion ends at its first EOS, as PPO truncates it before
+    the reward model scores it. PPO logs once per update, so each entry covers that update's samples.
+    """
+
+    def __init__(self, policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, fmt: CompletionFormat) -> None:
+        self.policy, self.tokenizer, self.fmt = policy, tokenizer, fmt
+        self.errors = self.tokens = self.completions = 0
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        generate = self.policy.generate
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            output = generate(*args, **kwargs)
+            self.record(output.sequences[:, kwargs["input_ids"].shape[1] :])
+            return output
+
+        self.policy.generate = recorded
+        try:
+            yield
+        finally:
+            del self.policy.generate  # the class's method again
+
+    def record(self, completions: torch.Tensor) -> None:
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        for ids in completions.tolist():
+            ids = ids[: ids.index(eos) + 1] if eos in ids else [t for t in ids if t != pad]
+            self.errors += parse_completion(self.tokenizer.decode(ids, skip_special_tokens=True), self.fmt).error is not None
+            self.tokens += len(ids)
+            self.completions += 1
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if self.completions:  # the trainer appended this entry to its log history just before
+            state.log_history[-1] |= {"format_error_rate": self.errors / self.completions, "completion_length": self.tokens / self.completions}
+        self.errors = self.tokens = self.completions = 0
+
+
+#: The columns of ``rl_curves.csv``, one row per logged step of an RL run (values are means over
+#: the completions sampled, or the updates made, since the previous row):
+#:
+#: - ``algorithm``: ppo, grpo or rloo.
+#: - ``step``: optimizer steps so far (PPO: updates, one per rollout batch).
+#: - ``samples``: completions sampled so far (PPO: its ``episode``; GRPO/RLOO: steps x
+#:   completions per step, ``per_device_train_batch_size`` x gradient accumulation x processes).
+#: - ``reward``: mean reward of the sampled completions, without the KL term (PPO:
+#:   ``objective/scores``, the reward model's score less ``missing_eos_penalty`` where a completion
+#:   has no EOS; GRPO/RLOO: ``reward``, the weighted sum of the reward functions).
+#: - ``kl``: KL divergence of the policy from the SFT reference, per completion token (GRPO/RLOO:
+#:   ``kl``, logged only when ``beta`` > 0, else null; PPO: ``objective/kl``, summed over a
+#:   completion's tokens, divided by ``completion_length``, which is the same token-weighted mean).
+#:   GRPO estimates it with k3 (never negative), RLOO and PPO (``kl_estimator`` k1) with the log
+#:   ratio, unbiased but negative in some batches.
+#: - ``format_error_rate``: share of the sampled completions that
+#:   :func:`~cxrlabel.instruct.parse_completion` finds malformed (GRPO/RLOO:
+#:   ``rewards/format_error/mean`` of the zero-weight :func:`format_error_reward`; PPO: :class:`SampledCompletions`).
+#: - ``completion_length``: mean tokens of a sampled completion (GRPO/RLOO: ``completions/mean_length``;
+#:   PPO: :class:`SampledCompletions`).
+#: - ``entropy``: mean per-token entropy of the policy (PPO: ``policy/entropy_avg``; GRPO/RLOO: ``entropy``).
+#: - ``loss``: the policy loss (PPO: ``loss/policy_avg``; GRPO/RLOO: ``loss``).
+#: - ``learning_rate``: (PPO: ``lr``; GRPO/RLOO: ``learning_rate``).
+CURVE_COLUMNS = ("algorithm", "step", "samples", "reward", "kl", "format_error_rate", "completion_length", "entropy", "loss", "learning_rate")
+
+#: The key TRL 1.12 logs each column under (``samples`` and PPO's ``kl`` are derived, see above).
+LOG_KEYS = {
+    "ppo": {"reward": "objective/scores", "kl": "objective/kl", "format_error_rate": "format_error_rate", "completion_length": "completion_length",
+            "entropy": "policy/entropy_avg", "loss": "loss/policy_avg", "learning_rate": "lr"},
+    "group": {"reward": "reward", "kl": "kl", "format_error_rate": "rewards/format_error/mean", "completion_length": "completions/mean_length",
+              "entropy": "entropy", "loss": "loss", "learning_rate": "learning_rate"},
+}
+
+
+def curves_table(algorithm: str, log_history: list[dict[str, Any]], samples_per_step: int | None = None) -> pl.DataFrame:
+    """The training curves of an RL run (:data:`CURVE_COLUMNS`) from its trainer's log history:
+    the entries that carry a reward (not the run's closing summary). ``samples_per_step``:
+    completions per optimizer step, for GRPO/RLOO (PPO logs its own count)."""
+    keys = LOG_KEYS["ppo" if algorithm == "ppo" else "group"]
+    rows = []
+    for entry in (e for e in log_history if keys["reward"] in e):
+        row = {column: entry.get(key) for column, key in keys.items()}
+        if algorithm == "ppo":
+            row["samples"] = entry.get("episode")
+            row["kl"] = row["kl"] / row["completion_length"] if row["kl"] is not None and row["completion_length"] else None
+        else:
+            row["samples"] = entry["step"] * samples_per_step if samples_per_step else None
+        rows.append({"algorithm": algorithm, "step": entry["step"]} | row)
+    schema = {"algorithm": pl.String, "step": pl.Int64, "samples": pl.Int64} | {column: pl.Float64 for column in CURVE_COLUMNS[3:]}
+    return pl.DataFrame(rows, schema=schema, orient="row").select(CURVE_COLUMNS) if rows else pl.DataFrame(schema=schema).select(CURVE_COLUMNS)
+
+
+def write_curves(trainer: Any, algorithm: str, out_dir: str) -> None:
+    """``<out_dir>/rl_curves.csv`` from the trainer's log history (the main process only)."""
+    if not trainer.is_world_process_zero():
+        return
+    args = trainer.args
+    per_step = None if algorithm == "ppo" else args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    curves = curves_table(algorithm, trainer.state.log_history, per_step)
+    curves.write_csv(Path(out_dir) / CURVES_FILE, float_precision=6)
+    log.info("%s: %d rows of training curves in %s", algorithm, curves.height, Path(out_dir) / CURVES_FILE)
 
 
 def sentence_contexts(policy_dir: str, reports: pl.DataFrame) -> dict[tuple[str, int], list[Labels]]:
@@ -176,13 +307,17 @@ def run_group_rl(algorithm: str, sft_dir: str, reports: pl.DataFrame, out_dir: s
         labels = {row["study_id"]: {name: row[name] for name in OBSERVATIONS} for row in expert.iter_rows(named=True)}
         contexts = sentence_contexts(sft_dir, reports) if prompt.unit == "sentence" else None
         reward_funcs.append(gold_agreement_reward(labels, kind, prompt.format, contexts))
+    settings = dict(settings)  # the format-error rate rides along as a reward of weight 0: logged, never optimised
+    weights = [*(settings.pop("reward_weights", None) or [1.0] * len(reward_funcs)), 0.0]
+    reward_funcs.append(format_error_reward(prompt.format))
     units = unit_table(reports, prompt.unit)
     prompts = fitted_prompts(tokenizer, units["text"].to_list(), prompt, policy.config.max_position_embeddings, settings["max_completion_length"])
     dataset = Dataset.from_dict({"prompt": tokenizer.batch_decode(prompts), "study_id": units["study_id"].to_list(), "position": units["position"].to_list()})
-    config = config_class(output_dir=str(Path(out_dir) / "checkpoints"), report_to="none", save_strategy="no", **settings)
+    config = config_class(output_dir=str(Path(out_dir) / "checkpoints"), report_to="none", save_strategy="no", reward_weights=weights, **settings)
     trainer = trainer_class(model=policy, reward_funcs=reward_funcs, args=config, train_dataset=dataset, processing_class=tokenizer)
     trainer.train()
     save_policy(trainer, tokenizer, out_dir, prompt)
+    write_curves(trainer, algorithm, out_dir)
 
 
 def save_policy(trainer: Any, tokenizer: PreTrainedTokenizerBase, out_dir: str, prompt: PromptSettings) -> None:

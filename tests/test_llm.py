@@ -18,7 +18,8 @@ from cxrlabel.labelers.rule import RuleLabeler
 from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
 from cxrlabel.training.preferences import simulated_preferences
 from cxrlabel.training.base_model import OfflineModelError, TinyModelSpec, build_base_model, resolve_model_path
-from cxrlabel.training.rlhf import CURVE_COLUMNS, SampledCompletions, curves_table, format_error_reward, gold_agreement_reward, run_group_rl, run_ppo, sentence_contexts, sequence_classifier, train_reward_model
+from cxrlabel.training.curves import CURVE_COLUMNS, curves_table
+from cxrlabel.training.rlhf import SampledCompletions, format_error_reward, gold_agreement_reward, run_group_rl, run_ppo, sentence_contexts, sequence_classifier, train_reward_model
 from cxrlabel.predict import predict, write_predictions
 from cxrlabel.training.sft import EpochSelection, run_sft
 

@@ -18,7 +18,8 @@ CURVES_FILE = "rl_curves.csv"
 #: - ``algorithm``: ppo, grpo or rloo.
 #: - ``step``: optimizer steps so far (PPO: updates, one per rollout batch).
 #: - ``samples``: completions sampled so far (PPO: its ``episode``; GRPO/RLOO: steps x
-#:   completions per step, ``per_device_train_batch_size`` x gradient accumulation x processes).
+#:   completions per step, ``per_device_train_batch_size`` x gradient accumulation x processes
+#:   / ``num_iterations``).
 #: - ``reward``: mean reward of the sampled completions, without the KL term (PPO:
 #:   ``objective/scores``, the reward model's score less ``missing_eos_penalty`` where a completion
 #:   has no EOS; GRPO/RLOO: ``reward``, the weighted sum of the reward functions).

@@ -210,7 +210,8 @@ def write_curves(trainer: Any, algorithm: str, out_dir: str) -> None:
     if not trainer.is_world_process_zero():
         return
     args = trainer.args
-    per_step = None if algorithm == "ppo" else args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    # GRPO/RLOO: each step takes gradient accumulation x processes batches of completions, each batch used num_iterations times
+    per_step = None if algorithm == "ppo" else args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size // args.num_iterations
     curves = curves_table(algorithm, trainer.state.log_history, per_step)
     curves.write_csv(Path(out_dir) / CURVES_FILE, float_precision=6)
     log.info("%s: %d rows of training curves in %s", algorithm, curves.height, Path(out_dir) / CURVES_FILE)

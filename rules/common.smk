@@ -166,3 +166,21 @@ def rl_policy_inputs(wildcards):
     if "verifiable" in rewards:
         inputs["expert"] = rules.ingest.output.gold
     return inputs
+
+
+def rl_labelers():
+    """The RL algorithms among the evaluated labelers (each has models/<algorithm>/rl_curves.csv)."""
+    return [name for name in config["evaluation"]["labelers"] if name in RL_ALGORITHMS]
+
+
+def rl_curves_figure():
+    """The RL training curves figure, where an RL labeler is evaluated."""
+    if not rl_labelers():
+        return {}
+    return {
+        "rl_curves": report(
+            results("figures/rl_curves.png"),
+            caption="../workflow/report/rl_curves.rst",
+            category="RLHF",
+        )
+    }

@@ -1,5 +1,5 @@
 rule evaluate:
-    """Paper 1's Tables 1-2 (with bootstrap intervals), paper 2's Tables 4-6 and the agreement with the silver labels, as CSV."""
+    """Paper 1's Tables 1-2 (with bootstrap intervals), paper 2's Tables 4-6, the agreement with the silver labels and the reward-hacking guard, as CSV."""
     input:
         unpack(evaluation_inputs),
     output:
@@ -10,6 +10,7 @@ rule evaluate:
         by_length=results("tables/table5_f1_by_length.csv"),
         errors=results("tables/table6_errors_per_report.csv"),
         agreement=results("tables/table7_agreement_with_silver.csv"),
+        rl_guard=results("tables/table8_rl_guard.csv"),
     log:
         logs("evaluate"),
     benchmark:

@@ -1,10 +1,12 @@
 rule figures:
-    """The papers' figures from the evaluation tables, and the robustness heatmap (styling from config key `figures`)."""
+    """The papers' figures from the evaluation tables, the robustness heatmap, and the RL training curves (styling from config key `figures`)."""
     input:
         weighted_f1=rules.evaluate.output.weighted_f1,
         by_length=rules.evaluate.output.by_length,
         robustness=rules.robustness.output[0],
+        rl_models=[results(f"models/{name}") for name in rl_labelers()],
     output:
+        **rl_curves_figure(),
         bars=report(
             results("figures/f1_by_observation.png"),
             caption="../workflow/report/f1_by_observation.rst",
@@ -40,5 +42,6 @@ rule figures:
         reference=config["figures"]["reference"],
         baselines=config["figures"]["baselines"],
         labels=config["figures"]["labels"],
+        rl_labelers=rl_labelers(),
     script:
         "../workflow/scripts/figures.py"

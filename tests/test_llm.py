@@ -19,7 +19,8 @@ from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
 from cxrlabel.sampling import CandidateSampler
 from cxrlabel.training.preferences import simulated_preferences
 from cxrlabel.training.base_model import OfflineModelError, TinyModelSpec, build_base_model, resolve_model_path
-from cxrlabel.training.rlhf import gold_agreement_reward, run_group_rl, run_ppo, sentence_contexts, sequence_classifier, train_reward_model
+from cxrlabel.training.curves import CURVE_COLUMNS, curves_table
+from cxrlabel.training.rlhf import SampledCompletions, format_error_reward, gold_agreement_reward, run_group_rl, run_ppo, sentence_contexts, sequence_classifier, train_reward_model
 from cxrlabel.predict import predict, write_predictions
 from cxrlabel.training.sft import EpochSelection, run_sft
 
@@ -160,6 +161,38 @@ def test_group_rl_tunes_a_policy_the_labeler_loads(base, reward_dir, tmp_path, a
     after = AutoModelForCausalLM.from_pretrained(out).state_dict()
     assert any(not torch.equal(before[name], after[name]) for name in before)  # the policy moved
     assert len(LLMLabeler(str(out), max_new_tokens=12).label_batch(REPORTS[:2])) == 2
+    assert_curves(out / "rl_curves.csv", algorithm, steps=2, samples_per_step=4)
+
+
+def assert_curves(path, algorithm: str, steps: int, samples_per_step: int) -> None:
+    """The curves of a real run: one row per logged step, every column, values in their ranges."""
+    curves = pl.read_csv(path)
+    assert tuple(curves.columns) == CURVE_COLUMNS and curves.height == steps
+    assert (curves["algorithm"] == algorithm).all() and curves["step"].to_list() == list(range(1, steps + 1))
+    assert curves["samples"].to_list() == [samples_per_step * step for step in range(1, steps + 1)]
+    assert curves.select(pl.all().is_null().any()).row(0) == (False,) * len(CURVE_COLUMNS), curves
+    assert curves["format_error_rate"].is_between(0, 1).all() and curves["kl"].is_finite().all()  # k1 estimates (RLOO, PPO) can be negative
+    assert curves["completion_length"].is_between(1, 12).all() and (curves["learning_rate"] > 0).all()
+
+
+def test_format_error_reward_is_one_for_a_malformed_completion():
+    reward = format_error_reward("mentioned")
+    assert reward(completions=['{"Pneumothorax": "negative"}', "{}", '{"Pneumothorax": "neg', '{"Lung": "positive"}']) == [0.0, 0.0, 1.0, 1.0]
+
+
+def test_ppo_sampled_completions_end_at_eos_and_join_the_log_entry_of_their_update(base):
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    well_formed, malformed = (tokenizer(text)["input_ids"] for text in ('{"Pneumothorax": "negative"}', '{"Pneumothorax": "neg'))
+    eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
+    width = len(well_formed) + 3
+    rows = [well_formed + [eos] + [pad] * 2, malformed + [pad] * (width - len(malformed))]  # the second ran out of tokens (no EOS)
+    samples = SampledCompletions(torch.nn.Linear(1, 1), tokenizer, "mentioned")
+    samples.record(torch.tensor(rows))
+    history = [{"objective/scores": 0.5, "objective/kl": 3.0, "episode": 2, "step": 1}]
+    samples.on_log(None, type("State", (), {"log_history": history})(), None)
+    assert history[0]["format_error_rate"] == 0.5 and history[0]["completion_length"] == (len(well_formed) + 1 + len(malformed)) / 2
+    curves = curves_table("ppo", history + [{"train_runtime": 1.0, "step": 1}])  # the closing summary is no curve point
+    assert curves.height == 1 and curves["kl"][0] == 3.0 / history[0]["completion_length"] and curves["samples"][0] == 2
 
 
 def test_batches_cover_every_prompt_once_and_long_prompts_do_not_pad_short_ones(base):
@@ -199,6 +232,7 @@ def test_ppo_tunes_a_policy_the_labeler_loads(base, reward_dir, tmp_path):
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "ppo").state_dict()
     assert any(not torch.equal(before[name], after[name]) for name in before)
     assert len(LLMLabeler(str(tmp_path / "ppo"), max_new_tokens=12).label_batch(REPORTS[:2])) == 2
+    assert_curves(tmp_path / "ppo/rl_curves.csv", "ppo", steps=2, samples_per_step=2)
 
 
 @pytest.fixture()

@@ -116,6 +116,8 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
         text = (results / f"logs/{log}.log").read_text()
         assert "process 0 of 2" in text and "process 1 of 2" in text, log
     assert "ppo runs in one process" in (results / "logs/ppo.log").read_text()
+    for model in ("ppo", "grpo"):  # 16 episodes of 8; 2 steps logged each (the main process writes them)
+        assert pl.read_csv(results / f"models/{model}/rl_curves.csv")["step"].to_list() == [1, 2], model
     agreement = pl.read_csv(results / "tables/table7_agreement_with_silver.csv")
     assert agreement.columns == ["observation", "rule", "sft", "ppo", "grpo", "metric"]
     assert (agreement.filter(pl.col("observation") == "Average")["rule"] == 1.0).all()  # the silver labels are the rule labeler's
@@ -140,7 +142,11 @@ def test_pipeline_writes_every_table_and_figure(pipeline):
     robustness = pl.read_csv(tables / "robustness.csv")
     assert set(robustness["labeler"]) == {"rule", "sft"} and robustness["verdict"].is_not_null().all()
     assert robustness.filter(pl.col("labeler") == "rule", pl.col("meaning_preserving"))["passes"].all()
-    for figure in ("f1_by_observation", "f1_difference_heatmap", "f1_by_length", "robustness_flip_rates"):
+    guard = pl.read_csv(tables / "table8_rl_guard.csv")
+    assert guard["labeler"].to_list() == ["sft", "ppo", "gold"] and guard["positives_per_report"].is_not_null().all()
+    curves = pl.read_csv(pipeline["results"] / "models/ppo/rl_curves.csv")  # 64 episodes, 8 a update
+    assert curves.height == 8 and curves["reward"].is_not_null().all() and curves["format_error_rate"].is_between(0, 1).all()
+    for figure in ("f1_by_observation", "f1_difference_heatmap", "f1_by_length", "robustness_flip_rates", "rl_curves"):
         assert (pipeline["results"] / f"figures/{figure}.png").stat().st_size > 10_000
     for rule in ("demo_corpus", "ingest", "instruct", "sft", "ppo", "evaluate"):
         assert (pipeline["results"] / f"benchmarks/{rule}.tsv").is_file()
@@ -168,6 +174,7 @@ def test_html_report_bundles_the_figures(pipeline):
     snakemake("--configfile", pipeline["config"], "--report", str(report))
     html = report.read_text(errors="replace")
     assert report.stat().st_size > 100_000 and "f1_difference_heatmap.png" in html and "Absolute difference in per-observation F1" in html
+    assert "rl_curves.png" in html and "shape of reward" in html
 
 
 def test_nothing_is_stale_after_a_run(pipeline):

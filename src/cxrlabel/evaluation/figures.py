@@ -1,5 +1,6 @@
 """Figures of the papers from the evaluation tables: per-observation F1 bars, the F1-difference
-heatmap between the LLM and each baseline, F1 by report length, and the robustness heatmap."""
+heatmap between the LLM and each baseline, F1 by report length, the robustness heatmap, and the
+training curves of the RL labelers."""
 
 from __future__ import annotations
 
@@ -109,6 +110,32 @@ def flip_rate_heatmap(table: pl.DataFrame, labels: dict[str, str], style: Figure
     plt.setp(ax.get_xticklabels(), ha="right", rotation_mode="anchor")
     ax.set_title("Share of labels that flip when only the report's form changes (* misses its bar)")
     _save(fig, path, style)
+
+
+#: The panels of :func:`rl_curves`: a column of ``rl_curves.csv`` (cxrlabel.training.curves.CURVE_COLUMNS) and its axis label.
+CURVE_PANELS = {"reward": "mean reward (no KL term)", "kl": "KL to the SFT model, per token", "format_error_rate": "format-error rate"}
+
+
+def rl_curves(curves: pl.DataFrame, labels: dict[str, str], style: FigureStyle, path: str) -> None:
+    """Reward, KL to the SFT model and format-error rate of the sampled completions against the
+    training step, one line per RL algorithm (the ``rl_curves.csv`` of each run, one below the
+    other), one panel each. A reward that climbs while the format errors or the KL climb with it
+    is the shape of reward hacking; the evaluation's guard table says what the labels did."""
+    long = curves.with_columns(pl.col("algorithm").replace(labels).alias("labeler"))
+    n_labelers = long["labeler"].n_unique()
+    sns.set_theme(style="whitegrid", font_scale=style.font_scale)
+    fig, axes = plt.subplots(1, len(CURVE_PANELS), figsize=(style.width, style.height * 0.8))
+    for ax, (column, label) in zip(axes, CURVE_PANELS.items()):
+        sns.lineplot(data=_records(long.select("step", "labeler", column)), x="step", y=column, hue="labeler", estimator=None, marker="o", palette=style.palette, ax=ax)
+        ax.set_xlabel("training step")
+        ax.set_ylabel(label)
+        if ax.get_legend() is not None:  # none where the column is null throughout (no KL when beta is 0)
+            ax.get_legend().remove()
+    axes[list(CURVE_PANELS).index("format_error_rate")].set_ylim(-0.02, 1.02)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", bbox_to_anchor=(0.5, 1.0), ncols=min(n_labelers, 4), frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, dpi=style.dpi, bbox_inches="tight")
+    plt.close(fig)
 
 
 def _or_nan(value: float | None) -> float:

@@ -139,6 +139,35 @@ def errors_table(scored: dict[str, Scored], kind: LabelKind) -> pl.DataFrame:
     return pl.DataFrame(rows)
 
 
+def rl_guard_table(scored: dict[str, Scored], reference: str = "sft") -> pl.DataFrame:
+    """The reward-hacking guard: what each LLM labeler (every labeler but rule and bert: SFT and
+    the RL algorithms) does to the form and the number of its labels on the test reports, against
+    the SFT labeler it was tuned from, with the expert's labels as a last row for reference.
+
+    A policy that learned to please its reward rather than to label shows it here before it shows
+    in F1: more malformed outputs (``format_error_pct``), more positives per report
+    (``positives_per_report``, label 1 over the 14 observations), or more or fewer observations
+    labeled at all (``labeled_per_report``, non-blank labels). ``*_vs_sft``: the labeler's value
+    minus ``reference``'s (null without it). Completion length is not here: the predictions
+    tables do not record it (the RL training curves do, for the sampled completions).
+    """
+    llm = {name: s for name, s in scored.items() if name not in ("rule", "bert")}
+    rows = [
+        {"labeler": name, "n_reports": len(s.predicted), "format_error_pct": 100 * s.format_errors / len(s.predicted),
+         "positives_per_report": float(np.mean(np.sum(s.predicted == 1, axis=1))), "labeled_per_report": float(np.mean(np.sum(~np.isnan(s.predicted), axis=1)))}
+        for name, s in llm.items()
+    ]
+    if llm:  # the same reports' gold labels, in every Scored
+        gold = next(iter(llm.values())).gold
+        rows.append({"labeler": "gold", "n_reports": len(gold), "format_error_pct": None,
+                     "positives_per_report": float(np.mean(np.sum(gold == 1, axis=1))), "labeled_per_report": float(np.mean(np.sum(~np.isnan(gold), axis=1)))})
+    schema = {"labeler": pl.String, "n_reports": pl.Int64, "format_error_pct": pl.Float64, "positives_per_report": pl.Float64, "labeled_per_report": pl.Float64}
+    table = pl.DataFrame(rows, schema=schema)
+    base = table.filter(pl.col("labeler") == reference)
+    measures = ["format_error_pct", "positives_per_report", "labeled_per_report"]
+    return table.with_columns((pl.col(m) - (base[m][0] if base.height else None)).alias(f"{m}_vs_{reference}") for m in measures)
+
+
 def agreement_table(silver_path: str, test_ids: list[str], predictions: dict[str, str]) -> pl.DataFrame:
     """How well each labeler reproduces the silver labels it was trained on (the corpus's CheXpert
     labels or the rule labeler's), on the test reports: positive F1 and weighted F1 per observation.
@@ -168,8 +197,8 @@ def load_scored(gold_path: str, reports: pl.DataFrame, predictions: dict[str, st
 
 
 def write_evaluation_tables(gold_path: str, silver_path: str, reports_path: str, predictions: dict[str, str], out: dict[str, str], n_resamples: int, seed: int) -> None:
-    """Write paper 1's Tables 1-2 (with bootstrap intervals), paper 2's Tables 4-6 and the
-    agreement with the silver labels (Table 7) as CSV."""
+    """Write paper 1's Tables 1-2 (with bootstrap intervals), paper 2's Tables 4-6, the
+    agreement with the silver labels (Table 7) and the reward-hacking guard (Table 8) as CSV."""
     reports = pl.read_parquet(reports_path, columns=["study_id", "split", "n_tokens"])
     scored, kind, study_ids = load_scored(gold_path, reports, predictions)
     lengths = pl.DataFrame({"study_id": study_ids}).join(reports, on="study_id", how="left", maintain_order="left")
@@ -180,6 +209,7 @@ def write_evaluation_tables(gold_path: str, silver_path: str, reports_path: str,
     length_table(scored, lengths["n_tokens"].to_numpy(), kind).write_csv(out["by_length"], float_precision=4)
     errors_table(scored, kind).write_csv(out["errors"], float_precision=4)
     agreement_table(silver_path, study_ids, predictions).write_csv(out["agreement"], float_precision=4)
+    rl_guard_table(scored).write_csv(out["rl_guard"], float_precision=4)
 
 
 def write_significance_table(gold_path: str, reports_path: str, predictions: dict[str, str], path: str, n_resamples: int, seed: int) -> None:

@@ -9,6 +9,8 @@
 - GRPO / RLOO (TRL's maintained trainers): the same SFT start and KL to it, rewarded by the
   reward model, by agreement with the expert labels (a verifiable reward), or by both.
 - Prompts are cut to the context exactly as the LLM labeler cuts them at inference.
+- Every RL run writes its training curves, one row per logged step, to ``<model>/rl_curves.csv``
+  (:mod:`cxrlabel.training.curves`), format errors of the sampled completions included.
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,14 +31,16 @@ from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
     PreTrainedTokenizerBase,
+    TrainerCallback,
     set_seed,
 )
 
-from cxrlabel.instruct import CompletionFormat, PromptSettings, unit_table
+from cxrlabel.instruct import CompletionFormat, PromptSettings, parse_completion, unit_table
 from cxrlabel.io.labels import LabelKind, read_labels
 from cxrlabel.labelers.llm import fit_prompt, read_llm_settings, write_llm_settings
 from cxrlabel.observations import OBSERVATIONS
 from cxrlabel.training.base_model import weights_dtype
+from cxrlabel.training.curves import CURVES_FILE, curves_table
 from cxrlabel.training.preferences import Labels, label_reward
 
 log = logging.getLogger(__name__)
@@ -117,9 +122,13 @@ def run_ppo(sft_dir: str, reward_dir: str, reports: pl.DataFrame, out_dir: str, 
     units = unit_table(reports, prompt.unit)["text"].to_list()
     prompts = fitted_prompts(tokenizer, units, prompt, policy.config.max_position_embeddings, settings["response_length"])
     config = PPOConfig(output_dir=str(Path(out_dir) / "checkpoints"), report_to="none", save_strategy="no", stop_token="eos", num_sample_generations=0, **settings)
-    trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward, value_model=value, train_dataset=Dataset.from_dict({"input_ids": prompts}))
-    trainer.train()
+    samples = SampledCompletions(policy, tokenizer, prompt.format)
+    trainer = PPOTrainer(args=config, processing_class=tokenizer, model=policy, ref_model=reference, reward_model=reward, value_model=value,
+                         train_dataset=Dataset.from_dict({"input_ids": prompts}), callbacks=[samples])
+    with samples.recording():
+        trainer.train()
     save_policy(trainer, tokenizer, out_dir, prompt)  # the policy alone, without the value head
+    write_curves(trainer, "ppo", out_dir)
 
 
 def gold_agreement_reward(expert: dict[str, Labels], kind: LabelKind, fmt: CompletionFormat, contexts: dict[tuple[str, int], list[Labels]] | None = None) -> Callable[..., list[float]]:
@@ -138,6 +147,75 @@ def gold_agreement_reward(expert: dict[str, Labels], kind: LabelKind, fmt: Compl
         ]
 
     return gold_agreement
+
+
+def format_error_reward(fmt: CompletionFormat) -> Callable[..., list[float]]:
+    """1.0 for a completion :func:`~cxrlabel.instruct.parse_completion` finds malformed, else 0.0.
+
+    GRPO and RLOO get it as an extra reward function of weight 0 (``reward_weights``): it changes
+    no reward and no advantage, and TRL logs its mean over the sampled completions, the
+    format-error rate, as ``rewards/format_error/mean``.
+    """
+
+    def format_error(completions: list[str], **_: Any) -> list[float]:
+        return [float(parse_completion(completion, fmt).error is not None) for completion in completions]
+
+    return format_error
+
+
+class SampledCompletions(TrainerCallback):
+    """What TRL's PPOTrainer does not log about the completions it samples: the share that
+    :func:`~cxrlabel.instruct.parse_completion` finds malformed (``format_error_rate``) and their
+    mean length in tokens, the EOS included (``completion_length``), added to each log entry.
+
+    While :meth:`recording`, the policy's ``generate`` (which PPO calls for every rollout chunk)
+    passes its completions here; a completion ends at its first EOS, as PPO truncates it before
+    the reward model scores it. PPO logs once per update, so each entry covers that update's samples.
+    """
+
+    def __init__(self, policy: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, fmt: CompletionFormat) -> None:
+        self.policy, self.tokenizer, self.fmt = policy, tokenizer, fmt
+        self.errors = self.tokens = self.completions = 0
+
+    @contextmanager
+    def recording(self) -> Iterator[None]:
+        generate = self.policy.generate
+
+        def recorded(*args: Any, **kwargs: Any) -> Any:
+            output = generate(*args, **kwargs)
+            self.record(output.sequences[:, kwargs["input_ids"].shape[1] :])
+            return output
+
+        self.policy.generate = recorded
+        try:
+            yield
+        finally:
+            del self.policy.generate  # the class's method again
+
+    def record(self, completions: torch.Tensor) -> None:
+        eos, pad = self.tokenizer.eos_token_id, self.tokenizer.pad_token_id
+        for ids in completions.tolist():
+            ids = ids[: ids.index(eos) + 1] if eos in ids else [t for t in ids if t != pad]
+            self.errors += parse_completion(self.tokenizer.decode(ids, skip_special_tokens=True), self.fmt).error is not None
+            self.tokens += len(ids)
+            self.completions += 1
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
+        if self.completions:  # the trainer appended this entry to its log history just before
+            state.log_history[-1] |= {"format_error_rate": self.errors / self.completions, "completion_length": self.tokens / self.completions}
+        self.errors = self.tokens = self.completions = 0
+
+
+def write_curves(trainer: Any, algorithm: str, out_dir: str) -> None:
+    """``<out_dir>/rl_curves.csv`` from the trainer's log history (the main process only)."""
+    if not trainer.is_world_process_zero():
+        return
+    args = trainer.args
+    # GRPO/RLOO: each step takes gradient accumulation x processes batches of completions, each batch used num_iterations times
+    per_step = None if algorithm == "ppo" else args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size // args.num_iterations
+    curves = curves_table(algorithm, trainer.state.log_history, per_step)
+    curves.write_csv(Path(out_dir) / CURVES_FILE, float_precision=6)
+    log.info("%s: %d rows of training curves in %s", algorithm, curves.height, Path(out_dir) / CURVES_FILE)
 
 
 def sentence_contexts(policy_dir: str, reports: pl.DataFrame) -> dict[tuple[str, int], list[Labels]]:
@@ -177,13 +255,17 @@ def run_group_rl(algorithm: str, sft_dir: str, reports: pl.DataFrame, out_dir: s
         labels = {row["study_id"]: {name: row[name] for name in OBSERVATIONS} for row in expert.iter_rows(named=True)}
         contexts = sentence_contexts(sft_dir, reports) if prompt.unit == "sentence" else None
         reward_funcs.append(gold_agreement_reward(labels, kind, prompt.format, contexts))
+    settings = dict(settings)  # the format-error rate rides along as a reward of weight 0: logged, never optimised
+    weights = [*(settings.pop("reward_weights", None) or [1.0] * len(reward_funcs)), 0.0]
+    reward_funcs.append(format_error_reward(prompt.format))
     units = unit_table(reports, prompt.unit)
     prompts = fitted_prompts(tokenizer, units["text"].to_list(), prompt, policy.config.max_position_embeddings, settings["max_completion_length"])
     dataset = Dataset.from_dict({"prompt": tokenizer.batch_decode(prompts), "study_id": units["study_id"].to_list(), "position": units["position"].to_list()})
-    config = config_class(output_dir=str(Path(out_dir) / "checkpoints"), report_to="none", save_strategy="no", **settings)
+    config = config_class(output_dir=str(Path(out_dir) / "checkpoints"), report_to="none", save_strategy="no", reward_weights=weights, **settings)
     trainer = trainer_class(model=policy, reward_funcs=reward_funcs, args=config, train_dataset=dataset, processing_class=tokenizer)
     trainer.train()
     save_policy(trainer, tokenizer, out_dir, prompt)
+    write_curves(trainer, algorithm, out_dir)
 
 
 def save_policy(trainer: Any, tokenizer: PreTrainedTokenizerBase, out_dir: str, prompt: PromptSettings) -> None:

@@ -306,7 +306,7 @@ def test_sentence_unit_preferences_pair_sentence_outputs_judged_in_their_report(
         ("s1", "Possible pneumonia.", '{"Pleural Effusion": "positive"}', "{}"),  # its report's effusion is found nowhere else
     }  # s1's "No pneumothorax.": a tie, both wrong once (the report's No Finding or an edema, where gold has an effusion)
     assert summary == {"reports_judged": 2, "units_judged": 4, "candidates_per_unit": 2, "distinct_candidates_per_unit": 2.0,
-                       "tie_rate": 0.25, "pairs": 3, "reports_with_pairs": 2, "reports_without_pairs": 0}
+                       "tie_rate": 0.25, "pairs": 3, "reports_with_pairs": 2, "reports_without_pairs": 0, "format_pairs": 0}
 
 
 def test_sampling_is_seeded_per_candidate_whatever_the_batch(tuned):

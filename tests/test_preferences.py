@@ -47,6 +47,9 @@ def test_pairs_rank_the_better_output_first_and_skip_ties_and_duplicates():
     tied = '{"Edema": "positive", "Pneumothorax": "negative", "Hernia": "positive"}'  # malformed, like BROKEN
     assert rank_pairs("s1", "prompt", [BROKEN, tied], EXPERT, "full", "mentioned", 10) == []
     assert len(rank_pairs("s1", "prompt", [GOOD, HALF, WRONG], EXPERT, "full", "mentioned", max_pairs=1)) == 1
+    # a malformed candidate's pairs come last, whatever their margin: the label pairs are kept first
+    kept = rank_pairs("s1", "prompt", [GOOD, HALF, BROKEN], EXPERT, "full", "mentioned", max_pairs=2)
+    assert [(p["chosen"], p["rejected"], p["rejected_malformed"]) for p in kept] == [(GOOD, HALF, False), (GOOD, BROKEN, True)]
 
 
 REPORTS = pl.DataFrame({"study_id": ["1", "2"], "text": ["Mild edema.", "No pneumothorax."]})

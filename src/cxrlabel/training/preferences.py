@@ -40,6 +40,7 @@ PREFERENCE_SCHEMA = {
     "margin": pl.Float64,
     "source": pl.String,  # simulated / human
     "annotator": pl.String,  # null for simulated judgements
+    "rejected_malformed": pl.Boolean,  # a format lesson: the rejected output does not parse
 }
 HUMAN_COLUMNS = ("study_id", "output_a", "output_b", "preferred", "annotator")
 Labels = dict[str, int | None]
@@ -87,16 +88,24 @@ def label_reward(output: str, expert: Labels, kind: LabelKind, fmt: CompletionFo
 
 
 def rank_pairs(study_id: str, prompt: str, candidates: list[str], expert: Labels, kind: LabelKind, fmt: CompletionFormat, max_pairs: int, context: Sequence[Labels] | None = None) -> list[dict[str, object]]:
-    """Chosen/rejected pairs among the distinct candidates of one prompt, largest margins first
-    (``context``: see :func:`label_reward`)."""
+    """Chosen/rejected pairs among the distinct candidates of one prompt, at most ``max_pairs`` in
+    :func:`pair_priority` order (``context``: see :func:`label_reward`)."""
     distinct = list(dict.fromkeys(c.strip() for c in candidates))
     scored = sorted(((label_reward(c, expert, kind, fmt, context), c) for c in distinct), key=lambda sc: -sc[0])
     pairs = [
-        {"study_id": study_id, "prompt": prompt, "chosen": a, "rejected": b, "margin": sa - sb, "source": "simulated", "annotator": None}
+        {"study_id": study_id, "prompt": prompt, "chosen": a, "rejected": b, "margin": sa - sb, "source": "simulated", "annotator": None,
+         "rejected_malformed": sb == MALFORMED_REWARD}
         for (sa, a), (sb, b) in itertools.combinations(scored, 2)
         if sa > sb
     ]
-    return sorted(pairs, key=lambda p: -p["margin"])[:max_pairs]
+    return sorted(pairs, key=pair_priority)[:max_pairs]
+
+
+def pair_priority(pair: dict[str, object]) -> tuple[bool, float]:
+    """Which pairs a prompt or report keeps first: pairs of two well-formed outputs (they teach
+    labels), largest margin first, before pairs whose rejected output is malformed (they teach
+    format only, and their margin, against the malformed reward, would otherwise crowd out the rest)."""
+    return bool(pair["rejected_malformed"]), -float(pair["margin"])
 
 
 def read_human_judgements(path: str, reports: pl.DataFrame, prompt: PromptSettings, drops: DropLog) -> pl.DataFrame:
@@ -133,7 +142,8 @@ def read_human_judgements(path: str, reports: pl.DataFrame, prompt: PromptSettin
             drops.drop(*where, "not_a_pair", "output_a and output_b must be two different, non-empty outputs")
         else:
             chosen, rejected = (row["output_a"], row["output_b"]) if preferred == "a" else (row["output_b"], row["output_a"])
-            rows.append({"study_id": row["study_id"], "prompt": prompt.build(texts[row["study_id"]]), "chosen": chosen.strip(), "rejected": rejected.strip(), "margin": 1.0, "source": "human", "annotator": row["annotator"]})
+            rows.append({"study_id": row["study_id"], "prompt": prompt.build(texts[row["study_id"]]), "chosen": chosen.strip(), "rejected": rejected.strip(), "margin": 1.0, "source": "human", "annotator": row["annotator"],
+                         "rejected_malformed": parse_completion(rejected, prompt.format).error is not None})
     return pl.DataFrame(rows, schema=PREFERENCE_SCHEMA)
 
 
@@ -161,7 +171,7 @@ def simulated_preferences(sampler: CandidateSampler, reports: pl.DataFrame, expe
             context = [greedy[other] for j, other in enumerate(report) if j != i] if greedy else None
             rewards.append([label_reward(c, labels, kind, prompt.format, context) for c in dict.fromkeys(c.strip() for c in candidates[unit])])
             report_pairs += rank_pairs(row["study_id"], prompt.build(unit), candidates[unit], labels, kind, prompt.format, max_pairs, context)
-        pairs += sorted(report_pairs, key=lambda p: -p["margin"])[:max_pairs]
+        pairs += sorted(report_pairs, key=pair_priority)[:max_pairs]
     table = pl.DataFrame(pairs, schema=PREFERENCE_SCHEMA)
     summary = preference_summary(judged.height, n_candidates, rewards, table)
     log.info("%d reports, %d %ss: %s", judged.height, len(distinct), prompt.unit, summary)
@@ -175,7 +185,8 @@ def preference_summary(reports: int, n_candidates: int, rewards: list[list[float
     - ``distinct_candidates_per_unit``: the mean number of distinct candidates of a unit;
     - ``tie_rate``: among the pairs of distinct candidates of a unit, the share with equal rewards
       (no preference: not a pair);
-    - ``reports_without_pairs``: judged reports none of whose candidates differ in reward.
+    - ``reports_without_pairs``: judged reports none of whose candidates differ in reward;
+    - ``format_pairs``: pairs whose rejected output is malformed (the rest compare labels).
     """
     candidate_pairs = [(a, b) for unit in rewards for a, b in itertools.combinations(unit, 2)]
     return {
@@ -187,6 +198,7 @@ def preference_summary(reports: int, n_candidates: int, rewards: list[list[float
         "pairs": pairs.height,
         "reports_with_pairs": pairs["study_id"].n_unique(),
         "reports_without_pairs": reports - pairs["study_id"].n_unique(),
+        "format_pairs": int(pairs["rejected_malformed"].sum()),
     }
 
 

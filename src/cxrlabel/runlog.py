@@ -35,7 +35,10 @@ def logged(path: str | Path, level: int = logging.INFO) -> Iterator[logging.Logg
     """Send log records, and what libraries print (trainer metrics), to ``path`` and the terminal
     while the block runs; a failure is logged with its traceback."""
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w") as log_file, contextlib.redirect_stdout(_Tee(sys.stdout, log_file)):
+    Path(path).write_text("")
+    # append mode: the processes of a job of several (cxrlabel.distributed.launch) append to the
+    # same file, and this process's later lines must land after theirs, not over them
+    with open(path, "a") as log_file, contextlib.redirect_stdout(_Tee(sys.stdout, log_file)):
         handlers: list[logging.Handler] = [logging.StreamHandler(log_file), logging.StreamHandler(sys.stderr)]
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
         logger = logging.getLogger("cxrlabel")

@@ -41,7 +41,7 @@ def chromium() -> Iterator:
                  "--disable-component-update", "--disable-sync", "--no-first-run", "--window-size=1400,1000"):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.implicitly_wait(10)
+    driver.implicitly_wait(30)
     try:
         yield driver
     finally:

@@ -232,9 +232,9 @@ def test_radiologists_judge_in_a_browser_and_the_reward_model_learns_from_their_
             browser.find_element(By.ID, "choose-a").click()  # by click
             assert progress() == f"Pair 2 of {pairs.height}"
             browser.find_element(By.TAG_NAME, "body").send_keys("b")  # by key
-            WebDriverWait(browser, 10).until(lambda _: progress() == f"Pair 3 of {pairs.height}")
+            WebDriverWait(browser, 30).until(lambda _: progress() == f"Pair 3 of {pairs.height}")
             browser.find_element(By.TAG_NAME, "body").send_keys("B")
-            WebDriverWait(browser, 10).until(lambda _: progress() == f"Pair 4 of {pairs.height}")
+            WebDriverWait(browser, 30).until(lambda _: progress() == f"Pair 4 of {pairs.height}")
             browser.refresh()
             assert progress() == f"Pair 4 of {pairs.height}"  # a reload resumes
             browser.save_screenshot(str(tmp_path / "review.png"))

@@ -76,17 +76,22 @@ def test_rule_logs_keep_what_libraries_print(tmp_path):
     assert "labeled 3 reports" in text and "{'loss': 0.25}" in text
 
 
-def test_rule_labeling_imports_no_model_or_table_library(tmp_path):
-    source = tmp_path / "in.csv"
-    source.write_text("report\nNo edema.\n")
+def heavy_modules_imported(args: list[str]) -> str:
+    """Run ``cxrlabel`` with ``args`` in a fresh interpreter; the model and table libraries it imported."""
     code = (
-        "import sys; from cxrlabel.cli import main; "
-        f"assert main(['label', '--labeler', 'rule', '--input', {str(source)!r}, '--output', {str(tmp_path / 'out.csv')!r}]) == 0; "
+        f"import sys; from cxrlabel.cli import main; assert main({args!r}) == 0; "
         "print(sorted(m for m in ('torch', 'transformers', 'polars', 'datasets') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"  # start-up is most of a short run's time
+    return done.stdout.strip()
+
+
+def test_rule_labeling_imports_no_model_or_table_library(tmp_path):
+    source = tmp_path / "in.csv"
+    source.write_text("report\nNo edema.\n")
+    # start-up is most of a short run's time
+    assert heavy_modules_imported(["label", "--labeler", "rule", "--input", str(source), "--output", str(tmp_path / "out.csv")]) == "[]"
 
 
 def test_jsonl_carries_ids_labels_evidence_and_nulls(tmp_path):
@@ -173,12 +178,5 @@ def test_jsonl_rule_labeling_imports_no_model_or_table_library(tmp_path):
     source = tmp_path / "in.csv"
     source.write_text("id,report\n1,No edema.\n")
     out = tmp_path / "out.jsonl"
-    code = (
-        "import sys; from cxrlabel.cli import main; "
-        f"assert main(['label', '--labeler', 'rule', '--format', 'jsonl', '--input', {str(source)!r}, '--output', {str(out)!r}]) == 0; "
-        "print(sorted(m for m in ('torch', 'transformers', 'polars', 'datasets') if m in sys.modules))"
-    )
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
+    assert heavy_modules_imported(["label", "--labeler", "rule", "--format", "jsonl", "--input", str(source), "--output", str(out)]) == "[]"
     assert out.read_text().count("\n") == 1 and '"cue": "No"' in out.read_text()

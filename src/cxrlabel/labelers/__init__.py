@@ -36,18 +36,26 @@ class Evidence:
 #: (the rule labeler's No Finding: decided by the absence of findings, not by any text).
 EvidenceMap = Mapping[str, Evidence | None]
 
+#: Per non-blank observation, the labeler's uncalibrated logit for each class it chose between
+#: (label code -> logit; None is blank where blank was a choice): the LLM's logits of the certainty
+#: words at the step it wrote one, the BERT classifier's head logits. A label's confidence is the
+#: softmax of these at a fitted temperature, taken at the label (:mod:`cxrlabel.evaluation.calibration`).
+ScoreMap = Mapping[str, Mapping[int | None, float]]
+
 
 @dataclass(frozen=True)
 class Labeled:
     """One report's labels, and how they came about: an LLM's output may be malformed (and a
     fallback used); a report may be longer than the labeler reads (truncated). ``evidence`` is
-    None unless the labeler was asked for it and provides it (:func:`supports_evidence`)."""
+    None unless the labeler was asked for it and provides it (:func:`supports_evidence`);
+    ``scores`` is None for a labeler that has none (the rule labeler)."""
 
     labels: Labels
     format_error: bool = False
     fallback_used: bool = False
     truncated: bool = False
     evidence: EvidenceMap | None = None
+    scores: ScoreMap | None = None
 
 
 class Labeler(Protocol):

@@ -319,3 +319,24 @@ def test_sampling_is_seeded_per_candidate_whatever_the_batch(tuned):
     assert [labeler.sample([p], 4, 1.5, seed=3)[0] for p in prompts] == together
     assert labeler.sample(prompts, 4, 1.5, seed=4) != together
     assert all(len(candidates) == 4 for candidates in together) and any(len(set(candidates)) > 1 for candidates in together)
+
+
+def test_each_label_gets_the_certainty_logits_of_the_step_that_wrote_it(tuned):
+    """Greedy decoding writes the most likely token, so among the certainty words' logits kept
+    for a label, the label's own word is the highest; blank labels get none."""
+    labeler = LLMLabeler(str(tuned), batch_size=3, max_new_tokens=16)
+    assert sorted(labeler.certainty.values()) == [-1, 0, 1]
+    results = labeler.label_batch(REPORTS[:4])
+    assert any(r.scores for r in results)
+    for result in results:
+        assert set(result.scores) == {name for name, code in result.labels.items() if code is not None}
+        for name, logits in result.scores.items():
+            assert set(logits) == {-1, 0, 1} and max(logits, key=logits.get) == result.labels[name]
+
+
+def test_a_report_label_takes_the_scores_of_its_first_unit_of_the_final_class():
+    from cxrlabel.labelers.llm import combine_scores
+
+    labels = {name: None for name in OBSERVATIONS} | {"Edema": 1, "No Finding": 1}
+    units = [({"Edema": 0}, {"Edema": {1: 0.0, 0: 2.0, -1: 0.0}}), ({"Edema": 1}, {"Edema": {1: 3.0, 0: 0.0, -1: 0.0}}), ({"Edema": 1}, {"Edema": {1: 1.0, 0: 0.0, -1: 0.0}})]
+    assert combine_scores(labels, units) == {"Edema": {1: 3.0, 0: 0.0, -1: 0.0}}  # No Finding: no unit wrote it

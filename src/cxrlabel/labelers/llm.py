@@ -7,6 +7,9 @@
   KV cache. The instruction that opens every prompt is run once per labeler and its KV cache
   copied into each batch; a row leaves its batch at its EOS. The completions are those of
   ``transformers``' ``generate`` (tested), at a fraction of its cost (docs/benchmarks.md).
+- Scores: at the step a greedy completion writes a certainty word, the logits of every certainty
+  word the format allows are kept; the label of the key before it gets them
+  (:attr:`Labeled.scores`, calibrated into a confidence downstream).
 - Sampling (preference and review candidates) decodes the same way, each candidate with its own
   seeded generator, so that its samples do not depend on batching or sharding.
 - A report whose prompt would not fit the model's context (with room for the answer) keeps
@@ -23,20 +26,23 @@ import copy
 import hashlib
 import json
 import logging
+import re
 from collections.abc import Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from cxrlabel.instruct import Parsed, PromptSettings, parse_completion, units_of
-from cxrlabel.labelers import Labeled, Labels
-from cxrlabel.observations import aggregate_mentions
+from cxrlabel.instruct import WORD_TO_CODE, CompletionFormat, Parsed, PromptSettings, parse_completion, serialize_labels, units_of
+from cxrlabel.labelers import Labeled, Labels, ScoreMap
+from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
 
 log = logging.getLogger(__name__)
 
 SETTINGS_FILE = "cxrlabel_llm.json"
+# A JSON key: the observation a certainty word written after it belongs to.
+KEY = re.compile(r'"(?P<name>[^"]+)"\s*:')
 
 
 def write_llm_settings(model_dir: str, settings: PromptSettings) -> None:
@@ -88,6 +94,26 @@ def candidate_seed(seed: int, prompt: Sequence[int], candidate: int) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
+def certainty_tokens(tokenizer: PreTrainedTokenizerBase, fmt: CompletionFormat) -> dict[int, int | None]:
+    """The token that decides which certainty word a completion of format ``fmt`` writes (the first
+    token at which the completions giving one observation each word differ), mapped to the word's
+    label code. Empty if two words share it: then no logits tell the words apart."""
+    codes = [code for code in WORD_TO_CODE.values() if code is not None or fmt == "full"]
+    sequences = [tokenizer(serialize_labels({OBSERVATIONS[0]: code}, fmt), add_special_tokens=False)["input_ids"] for code in codes]
+    at = next((i for i, column in enumerate(zip(*sequences)) if len(set(column)) > 1), None)
+    deciding = [ids[at] for ids in sequences] if at is not None else []
+    return dict(zip(deciding, codes)) if len(set(deciding)) == len(codes) else {}
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A greedy completion's tokens and, per certainty word it wrote, the word's step (an index
+    into ``tokens``) and the logits of every certainty word there (in :attr:`LLMLabeler.certainty` order)."""
+
+    tokens: list[int]
+    choices: list[tuple[int, list[float]]]
+
+
 def next_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator] | None, temperature: float) -> torch.Tensor:
     """The next token of each row of ``logits``: the most likely one, or one drawn from the softmax
     at ``temperature`` with the row's own generator."""
@@ -122,6 +148,9 @@ class LLMLabeler:
         self.context = self.model.config.max_position_embeddings
         self.prefix = shared_prefix(self.tokenizer, self.prompt)
         self._prefix_cache: DynamicCache | None = None
+        self.certainty = certainty_tokens(self.tokenizer, self.prompt.format)
+        if not self.certainty:
+            log.warning("%s: the certainty words share their first token: labels get no scores", name)
 
     def units(self, report: str) -> list[str]:
         """The texts this model is prompted with for one report: the report, or its sentences."""
@@ -144,7 +173,23 @@ class LLMLabeler:
         once per labeler; its KV cache is copied into each batch, which then runs only the unit's
         own tokens, and a row leaves its batch at its EOS instead of decoding to the batch's
         longest answer. A prompt that lost its opening to fit the context runs without the cache."""
-        return self._complete(prompts, None, 1.0)
+        return self.decode_texts(self._complete(prompts, None, 1.0))
+
+    def decode_texts(self, completions: Sequence[Completion]) -> list[str]:
+        return self.tokenizer.batch_decode([c.tokens for c in completions], skip_special_tokens=True)
+
+    def scores(self, completion: Completion, labels: Labels) -> dict[str, dict[int | None, float]]:
+        """Per non-blank label of a completion, the certainty words' logits at the step that wrote
+        its word: the word must follow the label's key and be the label's (a salvaged or repeated
+        key gets none)."""
+        codes = list(self.certainty.values())
+        found: dict[str, dict[int | None, float]] = {}
+        for step, logits in completion.choices:
+            keys = list(KEY.finditer(self.tokenizer.decode(completion.tokens[:step], skip_special_tokens=True)))
+            name = keys[-1]["name"] if keys else None
+            if name in OBSERVATIONS and labels[name] is not None and labels[name] == self.certainty[completion.tokens[step]] and name not in found:
+                found[name] = dict(zip(codes, logits))
+        return found
 
     def sample(self, prompts: Sequence[list[int]], n: int, temperature: float, seed: int) -> list[list[str]]:
         """``n`` completions per prompt sampled at ``temperature`` from the whole distribution (no
@@ -155,20 +200,20 @@ class LLMLabeler:
         rows = [(i, k) for i in range(len(prompts)) for k in range(n)]
         device = self.model.device
         generators = [torch.Generator(device=device).manual_seed(candidate_seed(seed, prompts[i], k)) for i, k in rows]
-        outputs = self._complete([prompts[i] for i, _ in rows], generators, temperature)
+        outputs = self.decode_texts(self._complete([prompts[i] for i, _ in rows], generators, temperature))
         return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _complete(self, prompts: Sequence[list[int]], generators: Sequence[torch.Generator] | None, temperature: float) -> list[str]:
+    def _complete(self, prompts: Sequence[list[int]], generators: Sequence[torch.Generator] | None, temperature: float) -> list[Completion]:
         """Completions of ``prompts``: greedy without ``generators``, else each row sampled with its own."""
-        outputs: list[str] = [""] * len(prompts)
+        outputs: list[Completion] = [Completion([], [])] * len(prompts)
         shared = [i for i, ids in enumerate(prompts) if ids[: len(self.prefix)] == self.prefix]
         cut = sorted(set(range(len(prompts))) - set(shared))
         for indices, prefix in ((shared, self.prefix), (cut, [])):
             suffixes = [prompts[i][len(prefix) :] for i in indices]
             for batch in self.batches([len(s) for s in suffixes]):
                 drawing = [generators[indices[i]] for i in batch] if generators is not None else None
-                for row, text in zip(batch, self._decode([suffixes[i] for i in batch], prefix, drawing, temperature)):
-                    outputs[indices[row]] = text
+                for row, completion in zip(batch, self._decode([suffixes[i] for i in batch], prefix, drawing, temperature)):
+                    outputs[indices[row]] = completion
         return outputs
 
     @torch.inference_mode()
@@ -205,10 +250,11 @@ class LLMLabeler:
         return copy.deepcopy(self._prefix_cache)
 
     @torch.inference_mode()
-    def _decode(self, suffixes: Sequence[list[int]], prefix: list[int], generators: Sequence[torch.Generator] | None, temperature: float) -> list[str]:
+    def _decode(self, suffixes: Sequence[list[int]], prefix: list[int], generators: Sequence[torch.Generator] | None, temperature: float) -> list[Completion]:
         """Completions of ``prefix + suffix`` for a batch of suffixes: the prefix from its cache, the
         suffixes left-padded after it (masked, and positioned as if unpadded). Greedy without
-        ``generators``; else row r samples at ``temperature`` with ``generators[r]``."""
+        ``generators`` (with the certainty words' logits where one is written); else row r samples
+        at ``temperature`` with ``generators[r]``."""
         device = self.model.device
         ids, mask = (t.to(device) for t in left_pad(suffixes, self.tokenizer.pad_token_id))
         cache = self.prefix_cache(prefix)
@@ -219,10 +265,15 @@ class LLMLabeler:
         next_position = positions[:, -1:] + 1
         rows = torch.arange(len(suffixes), device=device)  # the batch rows still decoding
         answers: list[list[int]] = [[] for _ in suffixes]
+        choices: list[list[tuple[int, list[float]]]] = [[] for _ in suffixes]
+        certainty = torch.tensor(list(self.certainty), dtype=torch.long, device=device) if generators is None else None
         for step in range(self.max_new_tokens):
             tokens = next_tokens(logits[:, -1], [generators[row] for row in rows.tolist()] if generators is not None else None, temperature)
             for row, token in zip(rows.tolist(), tokens.tolist()):
                 answers[row].append(token)
+            if certainty is not None and (written := torch.isin(tokens, certainty)).any():
+                for at in written.nonzero().squeeze(1).tolist():
+                    choices[rows[at]].append((step, logits[at, -1, certainty].float().tolist()))
             going = tokens != self.tokenizer.eos_token_id
             if step == self.max_new_tokens - 1 or not going.any():
                 break
@@ -233,7 +284,7 @@ class LLMLabeler:
             attention = torch.cat([attention, attention.new_ones(len(rows), 1)], dim=1)
             logits = self.model(input_ids=tokens[:, None], attention_mask=attention, position_ids=next_position, past_key_values=cache, use_cache=True).logits
             next_position = next_position + 1
-        return self.tokenizer.batch_decode(answers, skip_special_tokens=True)
+        return [Completion(tokens, written) for tokens, written in zip(answers, choices)]
 
     def batches(self, lengths: Sequence[int]) -> list[list[int]]:
         """Indices of prompts in batches of similar length: at most ``batch_size`` prompts, and at
@@ -253,11 +304,27 @@ class LLMLabeler:
         units = [self.units(text) for text in texts]
         distinct = list(dict.fromkeys(unit for report in units for unit in report))
         prompts, truncated = zip(*(self.prompt_ids(unit) for unit in distinct)) if distinct else ((), ())
-        parsed = dict(zip(distinct, (self.parse(output) for output in self.generate(prompts))))
+        completions = self._complete(prompts, None, 1.0)
+        parsed = dict(zip(distinct, (self.parse(output) for output in self.decode_texts(completions))))
+        scored = {unit: self.scores(completion, parsed[unit].labels) for unit, completion in zip(distinct, completions)}
         cut = dict(zip(distinct, truncated))
         results = []
         for report in units:
             errors = any(parsed[unit].error is not None for unit in report)
             labels = self.combine([parsed[unit] for unit in report])
-            results.append(Labeled(labels, format_error=errors, fallback_used=errors, truncated=any(cut[unit] for unit in report)))
+            scores = combine_scores(labels, [(parsed[unit].labels, scored[unit]) for unit in report])
+            results.append(Labeled(labels, format_error=errors, fallback_used=errors, truncated=any(cut[unit] for unit in report), scores=scores))
         return results
+
+
+def combine_scores(labels: Labels, units: Sequence[tuple[Labels, ScoreMap]]) -> ScoreMap:
+    """A report's scores from its units': per non-blank label, those of the first unit that gave the
+    report's class (the unit that decided it; the rule labeler's evidence is likewise the first
+    mention of the final class). A label no unit wrote (a sentence-unit No Finding) has none."""
+    found: dict[str, dict[int | None, float]] = {}
+    for name, code in labels.items():
+        if code is not None:
+            decided = next((scores[name] for unit_labels, scores in units if unit_labels.get(name) == code and name in scores), None)
+            if decided is not None:
+                found[name] = dict(decided)
+    return found

@@ -5,8 +5,7 @@
   labels are its sentences' aggregated as the CheXpert labeler aggregates mentions.
 - Greedy decoding in batches of similar prompt length under a padded-token budget, left padding,
   KV cache. The instruction that opens every prompt is run once per labeler and its KV cache
-  copied into each batch; a row leaves its batch at its EOS; each step writes its keys and values
-  into the batch's cache in place (:class:`BufferedLayer`). The completions are those of
+  copied into each batch; a row leaves its batch at its EOS. The completions are those of
   ``transformers``' ``generate`` (tested), at a fraction of its cost (docs/benchmarks.md).
 - Scores: at the step a greedy completion writes a certainty word, the logits of every certainty
   word the format allows are kept; the label of the key before it gets them
@@ -23,6 +22,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -33,7 +33,6 @@ from pathlib import Path
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
-from transformers.cache_utils import Cache, DynamicLayer
 
 from cxrlabel.instruct import WORD_TO_CODE, CompletionFormat, Parsed, PromptSettings, parse_completion, serialize_labels, units_of
 from cxrlabel.labelers import Labeled, Labels, ScoreMap
@@ -104,50 +103,6 @@ def certainty_tokens(tokenizer: PreTrainedTokenizerBase, fmt: CompletionFormat) 
     at = next((i for i, column in enumerate(zip(*sequences)) if len(set(column)) > 1), None)
     deciding = [ids[at] for ids in sequences] if at is not None else []
     return dict(zip(deciding, codes)) if len(set(deciding)) == len(codes) else {}
-
-
-class BufferedLayer(DynamicLayer):
-    """One layer's KV cache in buffers with room to spare: a step's new positions are written in
-    place, and the buffers double when full. ``transformers``' DynamicLayer concatenates them to a
-    copy of the whole cache instead, at every step of every layer: with hundreds of rows decoding
-    one token each, that copy cost more than the step's arithmetic (docs/benchmarks.md)."""
-
-    def __init__(self, room: int, keys: torch.Tensor | None = None, values: torch.Tensor | None = None) -> None:
-        super().__init__()
-        self.room, self.length = room, 0
-        if keys is not None and values is not None:
-            self.update(keys, values)
-
-    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor, torch.Tensor]:
-        end = self.length + key_states.shape[-2]
-        if not self.is_initialized or end > self._keys.shape[-2]:
-            self._keys, self._values = (self._grown(old, new, max(end + self.room, 2 * end)) for old, new in ((getattr(self, "_keys", None), key_states), (getattr(self, "_values", None), value_states)))
-            self.dtype, self.device, self.is_initialized = key_states.dtype, key_states.device, True
-        self._keys[:, :, self.length : end] = key_states
-        self._values[:, :, self.length : end] = value_states
-        self.length = end
-        self.keys, self.values = self._keys[:, :, :end], self._values[:, :, :end]
-        return self.keys, self.values
-
-    def _grown(self, old: torch.Tensor | None, like: torch.Tensor, capacity: int) -> torch.Tensor:
-        """A buffer of ``capacity`` positions holding ``old``'s first ``self.length``."""
-        buffer = like.new_empty((*like.shape[:2], capacity, like.shape[3]))
-        if old is not None:
-            buffer[:, :, : self.length] = old[:, :, : self.length]
-        return buffer
-
-    def batch_select_indices(self, indices: torch.Tensor) -> None:
-        if self.is_initialized:
-            self._keys, self._values = self._keys.index_select(0, indices), self._values.index_select(0, indices)
-            self.keys, self.values = self._keys[:, :, : self.length], self._values[:, :, : self.length]
-
-
-def batch_cache(prefix: DynamicCache | None, rows: int, room: int) -> Cache:
-    """A cache for ``rows`` rows that all open with ``prefix`` (None: no prefix), with buffers that
-    have ``room`` positions to spare after it."""
-    if prefix is None:
-        return Cache(layer_class_to_replicate=lambda: BufferedLayer(room))
-    return Cache(layers=[BufferedLayer(room, keys.expand(rows, -1, -1, -1), values.expand(rows, -1, -1, -1)) for keys, values, _ in prefix])
 
 
 @dataclass(frozen=True)
@@ -285,14 +240,14 @@ class LLMLabeler:
                 outputs[i] = texts[row * per_prompt : (row + 1) * per_prompt]
         return outputs
 
-    def prefix_cache(self, prefix: list[int]) -> DynamicCache | None:
-        """The KV cache of ``prefix`` (computed once per labeler for the shared instruction); None for no prefix."""
+    def prefix_cache(self, prefix: list[int]) -> DynamicCache:
+        """The KV cache of ``prefix`` (computed once per labeler for the shared instruction)."""
         if not prefix:
-            return None
+            return DynamicCache()
         if self._prefix_cache is None:
             self._prefix_cache = DynamicCache()
             self.model(input_ids=torch.tensor([prefix], device=self.model.device), past_key_values=self._prefix_cache, use_cache=True)
-        return self._prefix_cache
+        return copy.deepcopy(self._prefix_cache)
 
     @torch.inference_mode()
     def _decode(self, suffixes: Sequence[list[int]], prefix: list[int], generators: Sequence[torch.Generator] | None, temperature: float) -> list[Completion]:
@@ -302,7 +257,8 @@ class LLMLabeler:
         at ``temperature`` with ``generators[r]``."""
         device = self.model.device
         ids, mask = (t.to(device) for t in left_pad(suffixes, self.tokenizer.pad_token_id))
-        cache = batch_cache(self.prefix_cache(prefix), len(suffixes), ids.shape[1] + 16)
+        cache = self.prefix_cache(prefix)
+        cache.batch_repeat_interleave(len(suffixes))
         attention = torch.cat([torch.ones(len(suffixes), len(prefix), dtype=torch.long, device=device), mask], dim=1)
         positions = (len(prefix) + mask.cumsum(dim=1) - 1).clamp(min=len(prefix))
         logits = self.model(input_ids=ids, attention_mask=attention, position_ids=positions, past_key_values=cache, use_cache=True, logits_to_keep=1).logits

@@ -1,6 +1,6 @@
 """LLM labeler throughput on this CPU, every way of decoding side by side in one run.
 
-usage: python benchmarks/llm_inference.py MODEL_DIR REPORTS_PARQUET [N_REPORTS] [BATCH_SIZE]
+usage: python benchmarks/llm_inference.py MODEL_DIR REPORTS_PARQUET [N_REPORTS] [BATCH_SIZE] [REPEATS]
 The prompts are the model's units of the first N test reports (the reports, or their distinct
 sentences for a sentence-unit model).
 - "one at a time": the loop a user would write first: tokenize one prompt, ``generate``, decode.
@@ -11,12 +11,15 @@ sentences for a sentence-unit model).
   decoder must run (prompt + answer), with the LM head only where a token is chosen (the last
   prompt position and each answer token). "instruction cached" runs the floor from the shared
   instruction's cache, as the labeler does; "whole prompt" runs every prompt token.
-Peak memory (max RSS) is read from the OS after each mode.
+Peak memory (max RSS) is read from the OS after each mode. With REPEATS > 1, the labeler and
+the cached-instruction floor then run REPEATS more times, alternating, and their best and median
+times and ratio are printed: on a noisy VM only same-run ratios compare.
 """
 
 from __future__ import annotations
 
 import resource
+import statistics
 import sys
 import time
 from collections.abc import Callable
@@ -29,6 +32,7 @@ from cxrlabel.labelers.llm import LLMLabeler, left_pad
 model_dir, reports_path = sys.argv[1], sys.argv[2]
 n = int(sys.argv[3]) if len(sys.argv) > 3 else 128
 batch_size = int(sys.argv[4]) if len(sys.argv) > 4 else 32
+repeats = int(sys.argv[5]) if len(sys.argv) > 5 else 1
 torch.set_num_threads(2)
 reports = pl.read_parquet(reports_path).filter(pl.col("split") == "test")["text"].head(n).to_list()
 labeler = LLMLabeler(model_dir, batch_size=batch_size, max_new_tokens=128)
@@ -91,3 +95,13 @@ ours = timed("labeler: instruction cached once, finished rows dropped", lambda: 
 timed("compute floor, whole prompt", lambda: floor(ours, []))
 timed("compute floor, instruction cached", lambda: floor(ours, labeler.prefix))
 print(f"identical outputs: batched {sum(a == b for a, b in zip(reference, batched))}/{len(prompts)}, labeler {sum(a == b for a, b in zip(reference, ours))}/{len(prompts)}")
+
+if repeats > 1:
+    times: dict[str, list[float]] = {"labeler": [], "floor": []}
+    for _ in range(repeats):
+        for name, run in (("labeler", lambda: labeler.generate(prompts)), ("floor", lambda: floor(ours, labeler.prefix))):
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    best, median = ({name: pick(t) for name, t in times.items()} for pick in (min, statistics.median))
+    print(f"{repeats} alternating runs: labeler best {best['labeler']:.3f} s, median {median['labeler']:.3f} s; floor (instruction cached) best {best['floor']:.3f} s, median {median['floor']:.3f} s; floor / labeler {best['floor'] / best['labeler']:.2f} (bests), {median['floor'] / median['labeler']:.2f} (medians)")

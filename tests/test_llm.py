@@ -13,7 +13,7 @@ import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
 from cxrlabel.instruct import PromptSettings, build_prompt, serialize_labels
-from cxrlabel.labelers.llm import LLMLabeler, write_llm_settings
+from cxrlabel.labelers.llm import Completion, LLMLabeler, write_llm_settings
 from cxrlabel.labelers.rule import RuleLabeler
 from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
 from cxrlabel.sampling import CandidateSampler
@@ -250,12 +250,12 @@ def test_a_sentence_unit_labeler_labels_each_distinct_sentence_once_and_aggregat
     answers = {"No pneumothorax.": '{"Pneumothorax": "negative"}', "Small left pleural effusion.": '{"Pleural Effusion": "positive"}', "Possible pneumonia.": '{"Pneumonia": "uncertain", "Pleural Effusion": "negative"}'}
     prompted = []
 
-    def generate(prompts):  # the real generation is covered above; here: which prompts, and how answers combine
+    def complete(prompts, generators, temperature):  # the real decoding is covered above; here: which prompts, and how answers combine
         texts = [labeler.tokenizer.decode(p).rsplit("Sentence: ", 1)[1].removesuffix("\n\nLabels:\n") for p in prompts]
         prompted.extend(texts)
-        return [answers[t] for t in texts]
+        return [Completion(labeler.tokenizer(answers[t], add_special_tokens=False)["input_ids"], []) for t in texts]
 
-    monkeypatch.setattr(labeler, "generate", generate)
+    monkeypatch.setattr(labeler, "_complete", complete)
     first, second = labeler.label_batch(reports)
     assert sorted(prompted) == sorted(answers)  # three distinct sentences, each prompted once
     assert {k: v for k, v in first.labels.items() if v is not None} == {"Pneumothorax": 0, "Pleural Effusion": 1}

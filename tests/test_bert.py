@@ -78,3 +78,35 @@ def test_validation_f1_is_the_mean_weighted_f1_against_the_labels():
         edema.bias.copy_(torch.tensor([0.0, 1.0, 0.0, 0.0]))  # Edema: positive for both reports
     # only Edema has gold labels: positive F1 2/3 (support 1), negative F1 0 (support 1)
     assert abs(validation_f1(model, encoded, labels, tokenizer.pad_token_id, 2) - 1 / 3) < 1e-9
+
+
+def test_scores_are_the_head_logits_of_the_predicted_labels(tmp_path):
+    """An untrained classifier saved and loaded: labels equal predict_classes's, and each non-blank
+    label's scores are its head's logits by label code, the label their argmax."""
+    from transformers import AutoModel
+
+    from cxrlabel.evaluation.calibration import confidence
+    from cxrlabel.labelers.bert import BertLabeler, BertLabelerModel, BertSettings, predict_classes, save_bert
+
+    import torch
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(packaged_encoder())
+    model = BertLabelerModel(AutoModel.from_pretrained(packaged_encoder()))
+    save_bert(model, tokenizer, str(tmp_path / "bert"), BertSettings(max_length=64))
+    labeler = BertLabeler(str(tmp_path / "bert"), batch_size=2)
+    texts = ["Mild pulmonary edema.", "No pneumothorax.", "Heart size is normal. Pacemaker in place."]
+    labeled = labeler.label_batch(texts)
+    encoded, _ = encode(tokenizer, texts, 64)
+    classes = predict_classes(labeler.model, encoded, tokenizer.pad_token_id, 2)
+    assert [[item.labels[name] for name in OBSERVATIONS] for item in labeled] == [[CLASS_CODES[c] for c in row] for row in classes.tolist()]
+    scored = 0
+    for item in labeled:
+        stated = {name for name, code in item.labels.items() if code is not None}
+        assert set(item.scores) == stated
+        for name, logits in item.scores.items():
+            assert list(logits) == list(CLASS_CODES[: 2 if name == "No Finding" else 4])
+            assert max(logits, key=logits.get) == item.labels[name]
+            assert confidence(logits, item.labels[name]) >= 1 / len(logits)
+            scored += 1
+    assert scored > 0

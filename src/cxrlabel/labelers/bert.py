@@ -152,14 +152,38 @@ def train_bert(encoder_path: str, train: tuple[list[str], pl.DataFrame], validat
 
 
 @torch.inference_mode()
-def predict_classes(model: BertLabelerModel, encoded: list[list[int]], pad_id: int, batch_size: int) -> np.ndarray:
-    """Head class indices (n, 14) of encoded reports, batched by length, in input order."""
+def predict_logits(model: BertLabelerModel, encoded: list[list[int]], pad_id: int, batch_size: int) -> list[np.ndarray]:
+    """Per observation (canonical order), the head logits (n, classes) of encoded reports, batched
+    by length, in input order."""
     model.eval()
-    classes = np.zeros((len(encoded), len(OBSERVATIONS)), dtype=np.int64)
+    logits = [np.zeros((len(encoded), n_classes(name)), dtype=np.float32) for name in OBSERVATIONS]
     for batch in _length_batches(list(range(len(encoded))), encoded, batch_size, shuffle=False):
         input_ids, attention = _pad([encoded[i] for i in batch], pad_id)
-        classes[batch] = torch.stack([logits.argmax(-1) for logits in model(input_ids, attention)], dim=1).numpy()
-    return classes
+        for j, head in enumerate(model(input_ids, attention)):
+            logits[j][batch] = head.float().numpy()
+    return logits
+
+
+def predict_classes(model: BertLabelerModel, encoded: list[list[int]], pad_id: int, batch_size: int) -> np.ndarray:
+    """Head class indices (n, 14) of encoded reports (the argmax of :func:`predict_logits`), in input order."""
+    return classes_of(predict_logits(model, encoded, pad_id, batch_size), len(encoded))
+
+
+def classes_of(logits: list[np.ndarray], n: int) -> np.ndarray:
+    """Head class indices (n, 14): each head's argmax."""
+    if n == 0:
+        return np.zeros((0, len(OBSERVATIONS)), dtype=np.int64)
+    return np.stack([head.argmax(axis=1) for head in logits], axis=1).astype(np.int64)
+
+
+def head_scores(logits: list[np.ndarray], i: int, classes: Sequence[int]) -> dict[str, dict[int | None, float]]:
+    """Report ``i``'s :attr:`Labeled.scores`: per non-blank predicted label, its head's logit of
+    every class the head has, keyed by label code (blank: None)."""
+    return {
+        name: {CLASS_CODES[k]: float(value) for k, value in enumerate(logits[j][i])}
+        for j, name in enumerate(OBSERVATIONS)
+        if CLASS_CODES[classes[j]] is not None
+    }
 
 
 def validation_f1(model: BertLabelerModel, encoded: list[list[int]], labels: pl.DataFrame, pad_id: int, batch_size: int) -> float:
@@ -198,9 +222,15 @@ class BertLabeler:
         self.batch_size = batch_size
 
     def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
+        """Labels of ``texts`` (each head's argmax) and their scores: per non-blank label the head's
+        logits of its classes (blank included), keyed by label code."""
         encoded, cut = encode(self.tokenizer, list(texts), self.settings.max_length)
-        classes = predict_classes(self.model, encoded, self.tokenizer.pad_token_id, self.batch_size)
-        return [Labeled({name: CLASS_CODES[c] for name, c in zip(OBSERVATIONS, row)}, truncated=truncated) for row, truncated in zip(classes.tolist(), cut)]
+        logits = predict_logits(self.model, encoded, self.tokenizer.pad_token_id, self.batch_size)
+        classes = classes_of(logits, len(encoded)).tolist()
+        return [
+            Labeled({name: CLASS_CODES[c] for name, c in zip(OBSERVATIONS, row)}, truncated=truncated, scores=head_scores(logits, i, row))
+            for i, (row, truncated) in enumerate(zip(classes, cut))
+        ]
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], list[bool]]:

@@ -106,3 +106,36 @@ def test_fitting_reference_is_gold_only_when_it_is_four_class_and_covers_validat
     assert fitting_reference(gold, "full", silver, ["a", "b"])[0] == "gold"
     assert fitting_reference(gold, "full", silver, ["a", "c"])[0] == "silver"
     assert fitting_reference(gold, "positive_only", silver, ["a"])[0] == "silver"
+
+
+def test_predicted_scores_written_and_read_back_give_each_labels_logits(tmp_path):
+    from cxrlabel.labelers import Labeled
+    from cxrlabel.predict import predict_scored, scores_path
+
+    labels, scores = scored_reports()
+
+    class Scripted:
+        name = "scripted"
+
+        def label_batch(self, texts):
+            return [Labeled(labels[int(t)], scores=scores[int(t)]) for t in texts]
+
+    reports = pl.DataFrame({"study_id": ["s1", "s2"], "text": ["0", "1"]})
+    predictions, table = predict_scored(Scripted(), reports, chunk_size=1)
+    assert predictions["Edema"].to_list() == [1, -1]
+    path = scores_path(str(tmp_path / "predictions/bert.parquet"))
+    assert path.endswith("predictions/bert_scores.parquet")
+    (tmp_path / "predictions").mkdir()
+    table.write_parquet(path)
+    back = pl.read_parquet(path)
+    assert back.schema == pl.Schema({"study_id": pl.String, "observation": pl.String, "label": pl.Int8, "class": pl.Int8, "logit": pl.Float64})
+    read = {(s, o): {} for s, o in back.select("study_id", "observation").rows()}
+    for s, o, _, c, z in back.rows():
+        read[(s, o)][c] = z
+    assert read == {("s1", "Edema"): scores[0]["Edema"], ("s1", "Fracture"): scores[0]["Fracture"], ("s2", "Edema"): scores[1]["Edema"]}
+
+    class Unscored(Scripted):
+        def label_batch(self, texts):
+            return [Labeled(labels[int(t)]) for t in texts]
+
+    assert predict_scored(Unscored(), reports)[1] is None

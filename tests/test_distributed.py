@@ -59,19 +59,23 @@ def test_sft_in_two_processes_follows_one_process_with_the_same_global_batch(bas
 
 
 def test_sharded_predictions_equal_one_process_predictions_in_input_order(tuned, tmp_path):
-    from cxrlabel.predict import join_parts
+    from cxrlabel.predict import join_parts, scores_path
 
     reports = tmp_path / "reports.parquet"
     pl.DataFrame({"study_id": [f"s{i:02d}" for i in range(len(REPORTS) + 3)], "split": "test", "text": [*REPORTS, "No effusion.", "Edema.", "Clear lungs."]}).write_parquet(reports)
-    predictions = {}
+    predictions, scores = {}, {}
     for processes in (1, 2):
         out = str(tmp_path / f"predictions{processes}.parquet")
         job = {"kind": "llm", "model": str(tuned), "reports": str(reports), "out": out, "options": {"batch_size": 4, "max_new_tokens": 48}, "threads": 2, "chunk_size": 8}
         launch("cxrlabel.predict:predict_split_job", job, processes, tmp_path / f"predict{processes}.log")
         join_parts(out, processes)
         predictions[processes] = pl.read_parquet(out)
+        scores[processes] = pl.read_parquet(scores_path(out))
     assert "process 1 of 2" in (tmp_path / "predict2.log").read_text() and not list(tmp_path.glob("*.part*"))
     assert predictions[2]["study_id"].to_list() == [f"s{i:02d}" for i in range(len(REPORTS) + 3)]
+    # the scores too: one row per (study, non-blank label, class), the label one of its classes
+    assert scores[2].height > 0 and scores[2]["study_id"].unique(maintain_order=True).to_list() == sorted(scores[2]["study_id"].unique().to_list())
+    assert scores[2].drop("logit").equals(scores[1].drop("logit")) and scores[2]["logit"].to_numpy() == pytest.approx(scores[1]["logit"].to_numpy(), abs=1e-4)
     assert predictions[2].equals(predictions[1]) and predictions[1].drop("study_id", "format_error", "fallback_used", "truncated").null_count().sum_horizontal().item() < 14 * predictions[1].height
 
 

@@ -4,6 +4,11 @@
 ``format_error``, ``fallback_used`` (always false for labelers that cannot produce malformed
 output) and ``truncated`` (the labeler read only part of the report). It is a labels table of kind ``full``, readable with :func:`cxrlabel.io.labels.read_labels`.
 
+``predictions/<labeler>_scores.parquet`` (:func:`predict_split_job`, labelers with scores: bert and
+the LLMs): the long scores table of :mod:`cxrlabel.evaluation.calibration` (``study_id``,
+``observation``, ``label``, ``class``, ``logit``: per non-blank label, the logit of each class the
+labeler chose between), the input of the confidences and their calibration.
+
 ``robustness/predictions/<labeler>.parquet`` (:func:`predict_perturbed`) has the same columns plus
 ``perturbation``, for the perturbed reports whose text changed only.
 """
@@ -35,11 +40,22 @@ def labeled_frame(labeled: Sequence[Labeled]) -> pl.DataFrame:
 
 def predict(labeler: Labeler, reports: pl.DataFrame, chunk_size: int = 64) -> pl.DataFrame:
     """Label every report of ``reports`` (``study_id``, ``text``), in order, with a progress bar."""
-    texts = reports["text"].to_list()
-    batches = []
+    return predict_scored(labeler, reports, chunk_size)[0]
+
+
+def predict_scored(labeler: Labeler, reports: pl.DataFrame, chunk_size: int = 64) -> tuple[pl.DataFrame, pl.DataFrame | None]:
+    """:func:`predict`'s table and the labels' scores table
+    (:func:`cxrlabel.evaluation.calibration.scores_frame`), None for a labeler without scores."""
+    from cxrlabel.evaluation.calibration import scores_frame
+
+    texts, ids = reports["text"].to_list(), reports["study_id"].to_list()
+    batches, score_batches, scored = [], [], False
     with tqdm(total=len(texts), desc=f"labeling ({labeler.name})", unit="report", mininterval=5) as progress:
         for start in range(0, len(texts), chunk_size):
-            batches.append(labeled_frame(labeler.label_batch(texts[start : start + chunk_size])))
+            labeled = labeler.label_batch(texts[start : start + chunk_size])
+            batches.append(labeled_frame(labeled))
+            scored = scored or any(item.scores is not None for item in labeled)
+            score_batches.append(scores_frame(ids[start : start + chunk_size], [item.labels for item in labeled], [item.scores for item in labeled]))
             progress.update(len(batches[-1]))
     labels = pl.concat(batches) if batches else labeled_frame([])
     predictions = pl.concat([reports.select("study_id"), labels], how="horizontal")
@@ -47,7 +63,7 @@ def predict(labeler: Labeler, reports: pl.DataFrame, chunk_size: int = 64) -> pl
         "%s labeled %d reports: %d format errors, %d fallbacks, %d truncated",
         labeler.name, predictions.height, predictions["format_error"].sum(), predictions["fallback_used"].sum(), predictions["truncated"].sum(),
     )
-    return predictions
+    return predictions, (pl.concat(score_batches) if scored else None)
 
 
 def predict_perturbed(labeler: Labeler, perturbed: pl.DataFrame, chunk_size: int = 64) -> pl.DataFrame:
@@ -73,17 +89,31 @@ def write_predictions(predictions: pl.DataFrame, path: str) -> None:
 
 def predict_split_job(kind: str, model: str, reports: str, out: str, options: dict, threads: int, chunk_size: int, split: str = "test") -> None:
     """The predict rules' work: label the ``split`` reports of the reports table with a trained
-    labeler (:func:`cxrlabel.labelers.make_labeler` ``kind``, ``options``). In a job of N processes
+    labeler (:func:`cxrlabel.labelers.make_labeler` ``kind``, ``options``), and write its scores
+    beside ``out`` (:func:`scores_path`) where it has them. In a job of N processes
     (:func:`cxrlabel.distributed.launch`) each labels a contiguous share of the reports, on its own
-    GPU, into ``<out>.part<rank>``: :func:`join_parts` then writes ``out`` in input order."""
+    GPU, into ``<out>.part<rank>`` (and its scores' part): :func:`join_parts` then writes ``out``
+    in input order."""
     from cxrlabel.distributed import rank, world_size
     from cxrlabel.labelers import make_labeler
 
     table = pl.read_parquet(reports, columns=["study_id", "split", "text"]).filter(pl.col("split") == split).drop("split")
     share = -(-table.height // world_size())
     labeler = make_labeler(kind, model, **options, threads=max(1, threads // world_size()))
-    predictions = predict(labeler, table.slice(rank() * share, share), chunk_size)
-    write_predictions(predictions, out if world_size() == 1 else part_path(out, rank()))
+    predictions, scores = predict_scored(labeler, table.slice(rank() * share, share), chunk_size)
+    target = out if world_size() == 1 else part_path(out, rank())
+    write_predictions(predictions, target)
+    if scores is None and kind != "rule":
+        from cxrlabel.evaluation.calibration import SCORES_SCHEMA
+
+        scores = pl.DataFrame(schema=SCORES_SCHEMA)  # a share with no scored label
+    if scores is not None:
+        scores.write_parquet(scores_path(out) if world_size() == 1 else part_path(scores_path(out), rank()))
+
+
+def scores_path(out: str) -> str:
+    """Where the scores of the predictions ``out`` go: ``<labeler>.parquet`` -> ``<labeler>_scores.parquet``."""
+    return str(out).removesuffix(".parquet") + "_scores.parquet"
 
 
 def part_path(out: str, rank: int) -> str:
@@ -91,10 +121,14 @@ def part_path(out: str, rank: int) -> str:
 
 
 def join_parts(out: str, processes: int) -> None:
-    """Join the shares of a job of ``processes`` processes into ``out``, in rank (= input) order."""
+    """Join the shares of a job of ``processes`` processes into ``out``, in rank (= input) order,
+    and their scores into :func:`scores_path` where the shares wrote some."""
     if processes <= 1:
         return
     parts = [Path(part_path(out, rank)) for rank in range(processes)]
     write_predictions(pl.concat([pl.read_parquet(part) for part in parts]), out)
-    for part in parts:
+    score_parts = [Path(part_path(scores_path(out), rank)) for rank in range(processes)]
+    if all(part.exists() for part in score_parts):
+        pl.concat([pl.read_parquet(part) for part in score_parts]).write_parquet(scores_path(out))
+    for part in parts + [part for part in score_parts if part.exists()]:
         part.unlink()

@@ -26,6 +26,7 @@ include: "rules/rlhf.smk"
 include: "rules/evaluate.smk"
 include: "rules/robustness.smk"
 include: "rules/figures.smk"
+include: "rules/calibration.smk"
 
 
 rule all:
@@ -35,3 +36,4 @@ rule all:
         rules.significance.output,
         rules.robustness.output,
         rules.figures.output,
+        calibration_targets(),

@@ -24,12 +24,13 @@ rule bert_train:
 
 
 rule predict_bert:
-    """Label the test split with the trained BERT-style classifier."""
+    """Label the test split with the trained BERT-style classifier (and write each label's head logits)."""
     input:
         reports=rules.ingest.output.reports,
         model=rules.bert_train.output[0],
     output:
         results("predictions/bert.parquet"),
+        scores=results("predictions/bert_scores.parquet"),
     log:
         logs("predict_bert"),
     benchmark:

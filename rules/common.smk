@@ -184,3 +184,27 @@ def rl_curves_figure():
             category="RLHF",
         )
     }
+
+
+def calibrated_labelers():
+    """The evaluated labelers with scores (cxrlabel.labelers.Labeled.scores): all but the rule labeler."""
+    return [name for name in config["evaluation"]["labelers"] if name != "rule"]
+
+
+def calibration_inputs(wildcards):
+    """A labeler's scores of the validate split, and the labels a temperature may be fitted on:
+    the expert labels (if 4-class and covering validate, cxrlabel.evaluation.calibration.fitting_reference) or the silver labels.
+    """
+    return {
+        "reports": rules.ingest.output.reports,
+        "gold": rules.ingest.output.gold,
+        "silver": instruct_labels(wildcards),
+        "scores": results(f"predictions/validate/{wildcards.labeler}_scores.parquet"),
+    }
+
+
+def calibration_targets():
+    """Table 9, the reliability bins and figure, where a labeler with scores is evaluated."""
+    if not calibrated_labelers():
+        return []
+    return [*rules.calibration_table.output, *rules.reliability_figure.output]

@@ -56,12 +56,13 @@ rule sft:
 
 
 rule predict_llm:
-    """Label the test split with an LLM labeler (the SFT model, or an RLHF policy)."""
+    """Label the test split with an LLM labeler (the SFT model, or an RLHF policy), and write each label's certainty-word logits."""
     input:
         reports=rules.ingest.output.reports,
         model=results("models/{labeler}"),
     output:
         results("predictions/{labeler}.parquet"),
+        scores=results("predictions/{labeler}_scores.parquet"),
     log:
         logs("predict_{labeler}"),
     benchmark:

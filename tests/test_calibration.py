@@ -139,3 +139,38 @@ def test_predicted_scores_written_and_read_back_give_each_labels_logits(tmp_path
             return [Labeled(labels[int(t)]) for t in texts]
 
     assert predict_scored(Unscored(), reports)[1] is None
+
+
+def test_the_workflow_steps_fit_on_validate_and_measure_on_test(tmp_path):
+    """calibrate_split and calibration_tables on files: gold when it is 4-class and covers validate,
+    the test split measured against its gold, and the reliability figure drawn from their output."""
+    from cxrlabel.evaluation.calibration import calibrate_split, calibration_tables
+    from cxrlabel.evaluation.figures import FigureStyle, reliability_diagram
+    from cxrlabel.io.labels import LABEL_KIND_KEY
+
+    rng = np.random.default_rng(1)
+    ids = [f"s{i:03d}" for i in range(200)]
+    pl.DataFrame({"study_id": ids, "split": ["validate"] * 100 + ["test"] * 100}).write_parquet(tmp_path / "reports.parquet")
+    labels = pl.DataFrame({"study_id": ids, **{n: [None] * 200 for n in OBSERVATIONS}}, schema={"study_id": pl.String, **{n: pl.Int8 for n in OBSERVATIONS}})
+    labels.write_parquet(tmp_path / "silver.parquet", metadata={LABEL_KIND_KEY: '"full"'})
+    logits = rng.normal(0, 4, size=(200, 3))  # overconfident: right with probability softmax(z / 3)
+    codes = [1, 0, -1]
+    # the label is the argmax; the truth is the next class where the label is to be wrong
+    right = rng.random(200) < softmax_at(logits, logits.argmax(axis=1), 3.0)
+    truth_of = {ids[i]: codes[k] if right[i] else codes[(k + 1) % 3] for i, k in enumerate(logits.argmax(axis=1))}
+    labels.with_columns(pl.Series("Edema", [truth_of[s] for s in ids], dtype=pl.Int8)).write_parquet(tmp_path / "gold.parquet", metadata={LABEL_KIND_KEY: '"full"'})
+    scores = scores_frame(ids, [{"Edema": codes[row.argmax()]} for row in logits], [{"Edema": dict(zip(codes, row))} for row in logits])
+    scores.write_parquet(tmp_path / "scores.parquet")
+    files = [str(tmp_path / f) for f in ("scores.parquet", "reports.parquet", "gold.parquet", "silver.parquet")]
+    calibration = calibrate_split("sft", *files, n_bins=10)
+    assert calibration.fitted_on == "gold" and calibration.n_labels == 100 and calibration.temperature > 1.5
+    assert calibration.ece_after < calibration.ece_before
+    with pytest.raises(ValueError, match="never"):
+        calibrate_split("sft", *files, n_bins=10, split="test")
+    calibration.save(tmp_path / "sft.calibration.json")
+    table, bins = calibration_tables(["sft"], [str(tmp_path / "sft.calibration.json")], [files[0]], *files[1:], n_bins=10)
+    assert table.columns == ["labeler", "fitted_on", "temperature", "evaluated_on", "n_labels", "ece_before", "ece_after", "accuracy", "mean_confidence_before", "mean_confidence_after"]
+    assert table.row(0, named=True)["n_labels"] == 100 and table["evaluated_on"].to_list() == ["gold"]
+    assert table["ece_after"][0] < table["ece_before"][0] and bins.height == 20
+    reliability_diagram(bins, table, {"sft": "LLM (SFT)"}, FigureStyle(), str(tmp_path / "reliability.png"))
+    assert (tmp_path / "reliability.png").stat().st_size > 10_000

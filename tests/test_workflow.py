@@ -54,8 +54,11 @@ def test_every_config_validates_and_plans_every_stage(configfile, tmp_path):
     else:
         assert result.returncode == 0, output
         for rule in ("ingest", "instruct", "predict_rule", "bert_train", "base_model", "sft", "preferences", "reward_model", "rl_policy", "predict_llm", "evaluate", "significance", "figures",
-                     "perturb", "predict_perturbed", "robustness"):
+                     "perturb", "predict_perturbed", "robustness", "predict_validate", "calibrate", "calibration_table", "reliability_figure"):
             assert f"rule {rule}:" in output, rule
+        for target in ("tables/table9_calibration.csv", "tables/reliability_bins.csv", "figures/reliability.png", "models/sft.calibration.json", "models/bert.calibration.json",
+                       "predictions/validate/sft_scores.parquet", "predictions/bert_scores.parquet", "predictions/sft_scores.parquet"):
+            assert f"{tmp_path}/{target}" in output, target
 
 
 def test_paper_config_runs_on_files_shaped_like_mimic_cxr(tmp_path):

@@ -246,3 +246,48 @@ def calibration_table(entries: Sequence[tuple[Calibration, pl.DataFrame]], refer
             bins.append(reliability_bins(p, correct, n_bins).select(pl.lit(calibration.labeler).alias("labeler"), pl.lit(stage).alias("stage"), pl.all()))
     table9 = pl.DataFrame(rows, schema={name: (pl.String if name in ("labeler", "fitted_on", "evaluated_on") else pl.Int64 if name == "n_labels" else pl.Float64) for name in TABLE_COLUMNS}, orient="row")
     return table9, pl.concat(bins) if bins else pl.DataFrame()
+
+
+# --- the workflow's steps -------------------------------------------------------------------
+
+def split_ids(reports_path: str, split: str) -> list[str]:
+    return pl.read_parquet(reports_path, columns=["study_id", "split"]).filter(pl.col("split") == split)["study_id"].to_list()
+
+
+def calibrate_split(labeler: str, scores_path: str, reports_path: str, gold_path: str, silver_path: str, n_bins: int, split: str = "validate") -> Calibration:
+    """The calibrate rule's work: fit ``labeler``'s temperature on its scores of the ``split``
+    reports (validate; never test) against :func:`fitting_reference`'s labels."""
+    from cxrlabel.io.labels import read_labels
+
+    if split == "test":
+        raise ValueError("a temperature is never fitted on the test split")
+    ids = split_ids(reports_path, split)
+    gold, kind = read_labels(gold_path)
+    silver, _ = read_labels(silver_path)
+    fitted_on, reference = fitting_reference(gold, kind, silver, ids)
+    reference = reference.filter(pl.col("study_id").is_in(ids))
+    return calibrate(labeler, pl.read_parquet(scores_path), reference, fitted_on, n_bins)
+
+
+def test_reference(reports_path: str, gold_path: str, silver_path: str) -> tuple[str, pl.DataFrame]:
+    """The labels the test split's calibration is measured against: the expert labels if they are
+    4-class, else (positive-only indexer labels, whose blank is not "not mentioned") the silver
+    labels; which one, and the test split's rows of it."""
+    from cxrlabel.io.labels import read_labels
+
+    ids = split_ids(reports_path, "test")
+    gold, kind = read_labels(gold_path)
+    name, reference = ("gold", gold) if kind == "full" else ("silver", read_labels(silver_path)[0])
+    return name, reference.filter(pl.col("study_id").is_in(ids))
+
+
+def calibration_tables(labelers: Sequence[str], calibration_paths: Sequence[str], scores_paths: Sequence[str], reports_path: str, gold_path: str, silver_path: str, n_bins: int) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The calibration_table rule's work: :func:`calibration_table` on the test split."""
+    evaluated_on, reference = test_reference(reports_path, gold_path, silver_path)
+    entries = []
+    for name, calibration_path, scores_path in zip(labelers, calibration_paths, scores_paths):
+        calibration = Calibration.load(calibration_path)
+        if calibration.labeler != name:
+            raise ValueError(f"{calibration_path}: the calibration of {calibration.labeler}, not {name}")
+        entries.append((calibration, pl.read_parquet(scores_path)))
+    return calibration_table(entries, reference, evaluated_on, n_bins)

@@ -138,6 +138,32 @@ def rl_curves(curves: pl.DataFrame, labels: dict[str, str], style: FigureStyle, 
     plt.close(fig)
 
 
+def reliability_diagram(bins: pl.DataFrame, table: pl.DataFrame, labels: dict[str, str], style: FigureStyle, path: str) -> None:
+    """One panel per labeler (``tables/reliability_bins.csv``): accuracy against mean confidence
+    of each non-empty bin, before (T = 1) and after calibration, markers sized by the bin's labels,
+    and the diagonal of a calibrated labeler; the panel title gives the ECE before -> after
+    (``tables/table9_calibration.csv``)."""
+    names = list(dict.fromkeys(bins["labeler"].to_list()))
+    ece = {row["labeler"]: row for row in table.iter_rows(named=True)}
+    sns.set_theme(style="whitegrid", font_scale=style.font_scale)
+    fig, axes = plt.subplots(1, max(1, len(names)), figsize=(style.width, style.width / max(1, len(names)) + 0.8), squeeze=False)
+    colors = sns.color_palette(style.palette, 2)
+    for ax, name in zip(axes[0], names):
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="calibrated")
+        for color, stage in zip(colors, ("before", "after")):
+            rows = bins.filter(pl.col("labeler") == name, pl.col("stage") == stage, pl.col("n") > 0)
+            total = max(1, rows["n"].sum())
+            ax.plot(rows["mean_confidence"].to_list(), rows["accuracy"].to_list(), color=color, linewidth=1)
+            ax.scatter(rows["mean_confidence"].to_list(), rows["accuracy"].to_list(), s=[10 + 300 * n / total for n in rows["n"].to_list()], color=color,
+                       label="T = 1" if stage == "before" else f"T = {ece[name]['temperature']:.2f}" if name in ece else stage)
+        title = labels.get(name, name)
+        if name in ece:
+            title += f"\nECE {ece[name]['ece_before']:.3f} -> {ece[name]['ece_after']:.3f}"
+        ax.set(title=title, xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", aspect="equal")
+        ax.legend(loc="upper left", frameon=False, fontsize="small")
+    _save(fig, path, style)
+
+
 def _or_nan(value: float | None) -> float:
     return float("nan") if value is None else float(value)
 

@@ -102,7 +102,7 @@ def test_jsonl_carries_ids_labels_evidence_and_nulls(tmp_path):
     assert main(["label", "--labeler", "rule", "--input", str(source), "--output", str(tmp_path / "out.jsonl"), "--format", "jsonl", "--batch-size", "2"]) == 0
     lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines]
-    assert [list(r) for r in records] == [["id", "site", "labels", "evidence", "confidence"]] * 3  # text columns left out
+    assert [list(r) for r in records] == [["id", "site", "labels", "evidence", "confidence", "calibrated"]] * 3  # text columns left out
     assert [(r["id"], r["site"]) for r in records] == [("007", "a"), ("3", "b"), ("2", "c")]  # as text, in input order
     first = records[0]
     assert list(first["labels"]) == list(OBSERVATIONS)
@@ -114,7 +114,7 @@ def test_jsonl_carries_ids_labels_evidence_and_nulls(tmp_path):
         "Pneumonia": {"start": 26, "end": 35, "quote": "PNEUMONIA", "cue": "Possible", "cue_start": 17, "cue_end": 25},
     }
     assert text[26:35] == "PNEUMONIA" and text[17:25] == "Possible"
-    assert first["confidence"] == {"Pneumothorax": None, "Pneumonia": None}
+    assert first["confidence"] == {"Pneumothorax": None, "Pneumonia": None} and first["calibrated"] is False  # the rule labeler has no scores
     second = records[1]
     assert second["labels"]["Cardiomegaly"] == 0 and second["labels"]["No Finding"] == 1
     assert second["evidence"]["No Finding"] is None and second["evidence"]["Cardiomegaly"]["quote"] == "Heart size is normal"
@@ -164,7 +164,63 @@ def test_jsonl_of_a_labeler_without_evidence_has_null_evidence():
 
     labels = dict.fromkeys(OBSERVATIONS) | {"Edema": 1}
     record = json_record({"id": "1"}, Labeled(labels))  # what bert and llm return today
-    assert record == {"id": "1", "labels": labels, "evidence": None, "confidence": {"Edema": None}}
+    assert record == {"id": "1", "labels": labels, "evidence": None, "confidence": {"Edema": None}, "calibrated": False}
+
+
+def test_jsonl_confidence_is_the_softmax_of_the_scores_at_the_temperature():
+    import math
+
+    from cxrlabel.cli import json_record
+    from cxrlabel.labelers import Labeled
+
+    labels = dict.fromkeys(OBSERVATIONS) | {"Edema": 1, "No Finding": None, "Fracture": 0}
+    scored = Labeled(labels, scores={"Edema": {1: 2.0, 0: 0.0, -1: 0.0}})  # an LLM: no score for Fracture here
+    record = json_record({"id": "1"}, scored)
+    assert record["confidence"] == {"Edema": pytest.approx(math.exp(2) / (math.exp(2) + 2)), "Fracture": None} and record["calibrated"] is False
+    record = json_record({"id": "1"}, scored, temperature=2.0)
+    assert record["confidence"]["Edema"] == pytest.approx(math.e / (math.e + 2)) and record["calibrated"] is True
+
+
+def test_jsonl_of_the_bert_labeler_has_calibrated_confidences_from_the_file_beside_its_model(tmp_path, capsys):
+    """An (untrained) BERT classifier: every non-blank label has a confidence in [0, 1]; uncalibrated
+    without a calibration file, calibrated with models/bert.calibration.json beside its folder or
+    --calibration, and the CSV's labels unchanged by any of it."""
+    import json
+
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    from cxrlabel.evaluation.calibration import Calibration
+    from cxrlabel.labelers.bert import BertLabelerModel, BertSettings, packaged_encoder, save_bert
+
+    torch.manual_seed(0)
+    model = tmp_path / "models/bert"
+    save_bert(BertLabelerModel(AutoModel.from_pretrained(packaged_encoder())), AutoTokenizer.from_pretrained(packaged_encoder()), str(model), BertSettings(max_length=64))
+    source = tmp_path / "in.csv"
+    source.write_text("id,report\n1,Mild pulmonary edema.\n2,No pneumothorax.\n3,Heart size is normal.\n")
+
+    def run(*extra):
+        out = tmp_path / "out.jsonl"
+        assert main(["label", "--labeler", "bert", "--model", str(model), "--input", str(source), "--output", str(out), "--format", "jsonl", *extra]) == 0
+        return [json.loads(line) for line in out.read_text().splitlines()]
+
+    before = run()
+    assert all(r["calibrated"] is False for r in before)
+    stated = [(r["id"], name) for r in before for name, code in r["labels"].items() if code is not None]
+    assert stated and all(set(r["confidence"]) == {n for n, c in r["labels"].items() if c is not None} for r in before)
+    confidences = [r["confidence"][name] for r in before for name in r["confidence"]]
+    assert all(0.0 <= p <= 1.0 for p in confidences)
+    Calibration("bert", 3.0, "gold", 10, 0.2, 0.05, 15).save(tmp_path / "models/bert.calibration.json")
+    beside = run()
+    assert all(r["calibrated"] is True for r in beside) and [r["labels"] for r in beside] == [r["labels"] for r in before]
+    # a higher temperature pulls every confidence towards uniform: a chosen (argmax) class's confidence falls
+    assert all(b["confidence"][n] <= a["confidence"][n] + 1e-12 for a, b in zip(before, beside) for n in a["confidence"])
+    Calibration("bert", 1.0, "silver", 10, 0.2, 0.2, 15).save(tmp_path / "t1.json")
+    explicit = run("--calibration", str(tmp_path / "t1.json"))
+    assert all(r["calibrated"] is True for r in explicit) and [r["confidence"] for r in explicit] == [r["confidence"] for r in before]
+    assert main(["label", "--labeler", "bert", "--model", str(model), "--input", str(source), "--output", str(tmp_path / "out.csv")]) == 0
+    spelled = {1: "1.0", 0: "0.0", -1: "-1.0", None: None}
+    assert read(tmp_path / "out.csv").select(OBSERVATIONS).rows() == [tuple(spelled[r["labels"][n]] for n in OBSERVATIONS) for r in before]
 
 
 def test_jsonl_refuses_an_id_column_it_would_overwrite(tmp_path, capsys):

@@ -1,5 +1,5 @@
 """Command line: ``cxrlabel label`` labels any CSV of reports in CheXpert format (or JSON lines with
-each label's evidence); ``cxrlabel review`` serves the page on which radiologists judge pairs of
+each label's evidence and confidence); ``cxrlabel review`` serves the page on which radiologists judge pairs of
 label outputs."""
 
 from __future__ import annotations
@@ -38,32 +38,62 @@ def label_columns(labeled: Sequence[Labeled]) -> list[pa.Array]:
 
 
 #: The keys a JSON line adds after the input's columns.
-JSONL_KEYS = ("labels", "evidence", "confidence")
+JSONL_KEYS = ("labels", "evidence", "confidence", "calibrated")
 
 
-def json_record(ids: dict[str, str], labeled: Labeled) -> dict:
+def json_record(ids: dict[str, str], labeled: Labeled, temperature: float | None = None) -> dict:
     """One report's JSON line: the input's non-text columns, then ``labels`` (all 14 observations,
     canonical order: 1, 0, -1 or null for blank), ``evidence`` (per non-blank label: ``start``,
     ``end``, ``quote``, ``cue``, ``cue_start``, ``cue_end``, offsets into the text the labeler read,
     or null where the label has no span, as the rule labeler's No Finding; the whole field is null
-    for a labeler that gives no evidence, today bert and llm) and ``confidence`` (per non-blank
-    label; null: no labeler gives a calibrated probability yet)."""
+    for a labeler that gives no evidence, today bert and llm), ``confidence`` (per non-blank label,
+    the probability in [0, 1] that it is right: the softmax of the labeler's logits
+    (:attr:`Labeled.scores`) divided by ``temperature`` at the label
+    (:func:`cxrlabel.evaluation.calibration.confidence`); null where the labeler has no score for
+    it: every label of the rule labeler, the LLM's No Finding) and ``calibrated`` (true when the
+    confidences used a fitted temperature, ``models/<labeler>.calibration.json``; false: T = 1, or
+    no confidences)."""
     labels = {name: None if labeled.labels[name] is None else int(labeled.labels[name]) for name in OBSERVATIONS}
     stated = [name for name in OBSERVATIONS if labels[name] is not None]
     evidence = None
     if labeled.evidence is not None:
         evidence = {name: None if labeled.evidence.get(name) is None else labeled.evidence[name].to_json() for name in stated}
-    return {**ids, "labels": labels, "evidence": evidence, "confidence": dict.fromkeys(stated)}
+    confidence = dict.fromkeys(stated)
+    if labeled.scores is not None:
+        from cxrlabel.evaluation.calibration import label_confidences
+
+        confidence |= label_confidences(labeled.scores, labels, 1.0 if temperature is None else temperature)
+    calibrated = temperature is not None and labeled.scores is not None
+    return {**ids, "labels": labels, "evidence": evidence, "confidence": confidence, "calibrated": calibrated}
 
 
-def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str | None, text_columns: list[str] | None, batch_size: int, output_format: str = "csv") -> int:
+def calibration_temperature(labeler_kind: str, model: str | None, calibration: Path | None) -> float | None:
+    """The fitted temperature of a labeler's confidences: ``calibration`` (a ``*.calibration.json``
+    of the calibrate rule), else ``<model folder>.calibration.json`` beside the model folder where it
+    exists (where the workflow writes it), else None (T = 1, uncalibrated). The rule labeler has
+    no scores: None."""
+    if labeler_kind == "rule":
+        return None
+    if calibration is None and model is not None:
+        beside = Path(str(model).rstrip("/\\") + ".calibration.json")
+        calibration = beside if beside.is_file() else None
+    if calibration is None:
+        return None
+    from cxrlabel.evaluation.calibration import Calibration
+
+    fitted = Calibration.load(calibration)
+    logging.info("confidences at temperature %.3f (%s, fitted on the %s labels of %d validate labels)", fitted.temperature, calibration, fitted.fitted_on, fitted.n_labels)
+    return fitted.temperature
+
+
+def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str | None, text_columns: list[str] | None, batch_size: int, output_format: str = "csv", calibration: Path | None = None) -> int:
     """Stream ``input_path`` through a labeler into ``output_path``; return the report count.
 
     ``csv`` (CheXpert format): every input column passes through unchanged (read as text), in
     input order, followed by the 14 observation columns (1.0 / 0.0 / -1.0 / blank).
     ``jsonl``: one JSON object per report, in input order: the input's columns other than the
-    text columns (ids, as text), then :func:`json_record`'s ``labels``, ``evidence`` and
-    ``confidence``. Evidence offsets index the text the labeler read: the text columns joined
+    text columns (ids, as text), then :func:`json_record`'s ``labels``, ``evidence``,
+    ``confidence`` and ``calibrated`` (the temperature: :func:`calibration_temperature`). Evidence offsets index the text the labeler read: the text columns joined
     with one space. Memory is bounded by the batch size either way.
     """
     names = pacsv.open_csv(input_path).schema.names
@@ -92,11 +122,12 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
     progress = tqdm(desc=f"labeling ({labeler_kind})", unit="report", mininterval=2)
     chunks = (record_batch.slice(start, batch_size) for record_batch in reader for start in range(0, record_batch.num_rows, batch_size))
     if output_format == "jsonl":
+        temperature = calibration_temperature(labeler_kind, model, calibration)
         with open(output_path, "w", encoding="utf-8", newline="\n") as out, progress:
             for chunk in chunks:
                 labeled = label_batch(labeler, report_texts(chunk, text_columns), evidence=True)
                 rows = chunk.select(ids).to_pylist()
-                out.writelines(json.dumps(json_record(row, item), ensure_ascii=False) + "\n" for row, item in zip(rows, labeled))
+                out.writelines(json.dumps(json_record(row, item, temperature), ensure_ascii=False) + "\n" for row, item in zip(rows, labeled))
                 count += chunk.num_rows
                 progress.update(chunk.num_rows)
         return count
@@ -114,7 +145,7 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="cxrlabel", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
-    label = commands.add_parser("label", help="label a CSV of reports, writing CheXpert format (or JSON lines with evidence)")
+    label = commands.add_parser("label", help="label a CSV of reports, writing CheXpert format (or JSON lines with evidence and confidence)")
     label.add_argument("--labeler", choices=list(DEFAULT_BATCH_SIZES), required=True)
     label.add_argument("--model", help="model folder of a trained labeler (bert, llm)")
     label.add_argument("--input", type=Path, required=True, help="CSV with a 'report' column or 'findings'/'impression' columns")
@@ -123,7 +154,10 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--batch-size", type=int, help="reports per batch (default: rule and llm 1024, bert 64)")
     label.add_argument("--format", choices=["csv", "jsonl"], default="csv",
                        help="csv (default): the input's columns + the 14 in CheXpert format; jsonl: one object per report with "
-                       "the input's non-text columns, labels, and each label's evidence (rule labeler; null for bert/llm) and confidence (null)")
+                       "the input's non-text columns, labels, each label's evidence (rule labeler; null for bert/llm) and confidence "
+                       "(bert/llm: probability in [0, 1], calibrated=true with a fitted temperature, see --calibration; null for rule)")
+    label.add_argument("--calibration", type=Path, help="the labeler's fitted temperature for --format jsonl confidences (models/<labeler>.calibration.json "
+                       "of the calibrate rule; default: <model folder>.calibration.json if it exists, else uncalibrated T = 1)")
     review = commands.add_parser("review", help="serve the page on which radiologists judge pairs of label outputs")
     review.add_argument("--pairs", type=Path, required=True, help="the review set (review/pairs.csv of the review_set rule)")
     review.add_argument("--judgements", type=Path, required=True, help="CSV the judgements are appended to (rlhf.human_judgements)")
@@ -137,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
 
             serve(args.pairs, args.judgements, args.host, args.port)
             return 0
-        count = label_csv(args.input, args.output, args.labeler, args.model, args.text_columns.split(",") if args.text_columns else None, args.batch_size or DEFAULT_BATCH_SIZES[args.labeler], args.format)
+        count = label_csv(args.input, args.output, args.labeler, args.model, args.text_columns.split(",") if args.text_columns else None, args.batch_size or DEFAULT_BATCH_SIZES[args.labeler], args.format, args.calibration)
     except (BadInputError, ValueError, OSError, pa.ArrowInvalid) as error:  # OSError: a missing file, a port in use
         print(f"cxrlabel: error: {error}", file=sys.stderr)
         return 2

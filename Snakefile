@@ -36,4 +36,4 @@ rule all:
         rules.significance.output,
         rules.robustness.output,
         rules.figures.output,
-        calibration_targets(),
+        calibration_tables(),

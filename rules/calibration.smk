@@ -84,31 +84,3 @@ rule calibration_table:
         bins=config["evaluation"]["calibration_bins"],
     script:
         "../workflow/scripts/calibration_table.py"
-
-
-rule reliability_figure:
-    """Reliability diagrams of the scored labelers on the test split, before and after calibration."""
-    input:
-        bins=rules.calibration_table.output.bins,
-        table=rules.calibration_table.output.table,
-    output:
-        report(
-            results("figures/reliability.png"),
-            caption="../workflow/report/reliability.rst",
-            category="Calibration",
-        ),
-    log:
-        logs("reliability_figure"),
-    benchmark:
-        bench("reliability_figure")
-    conda:
-        "../envs/eval.yaml"
-    threads: resources_of("figures")["threads"]
-    resources:
-        mem_mb=resources_of("figures")["mem_mb"],
-        runtime=resources_of("figures")["runtime"],
-    params:
-        style=config["figures"]["style"],
-        labels=config["figures"]["labels"],
-    script:
-        "../workflow/scripts/reliability_figure.py"

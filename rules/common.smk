@@ -203,8 +203,24 @@ def calibration_inputs(wildcards):
     }
 
 
-def calibration_targets():
-    """Table 9, the reliability bins and figure, where a labeler with scores is evaluated."""
+def calibration_tables():
+    """Table 9 and the reliability bins, where a labeler with scores is evaluated (else none)."""
     if not calibrated_labelers():
         return []
-    return [*rules.calibration_table.output, *rules.reliability_figure.output]
+    return [
+        results("tables/table9_calibration.csv"),
+        results("tables/reliability_bins.csv"),
+    ]
+
+
+def reliability_figure():
+    """The reliability diagrams, where a labeler with scores is evaluated."""
+    if not calibrated_labelers():
+        return {}
+    return {
+        "reliability": report(
+            results("figures/reliability.png"),
+            caption="../workflow/report/reliability.rst",
+            category="Calibration",
+        )
+    }

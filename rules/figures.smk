@@ -1,12 +1,14 @@
 rule figures:
-    """The papers' figures from the evaluation tables, the robustness heatmap, and the RL training curves (styling from config key `figures`)."""
+    """The papers' figures from the evaluation tables, the robustness heatmap, the RL training curves and the reliability diagrams (styling from config key `figures`)."""
     input:
         weighted_f1=rules.evaluate.output.weighted_f1,
         by_length=rules.evaluate.output.by_length,
         robustness=rules.robustness.output[0],
         rl_models=[results(f"models/{name}") for name in rl_labelers()],
+        calibration=calibration_tables(),
     output:
         **rl_curves_figure(),
+        **reliability_figure(),
         bars=report(
             results("figures/f1_by_observation.png"),
             caption="../workflow/report/f1_by_observation.rst",

@@ -54,7 +54,7 @@ def test_every_config_validates_and_plans_every_stage(configfile, tmp_path):
     else:
         assert result.returncode == 0, output
         for rule in ("ingest", "instruct", "predict_rule", "bert_train", "base_model", "sft", "preferences", "reward_model", "rl_policy", "predict_llm", "evaluate", "significance", "figures",
-                     "perturb", "predict_perturbed", "robustness", "predict_validate", "calibrate", "calibration_table", "reliability_figure"):
+                     "perturb", "predict_perturbed", "robustness", "predict_validate", "calibrate", "calibration_table"):
             assert f"rule {rule}:" in output, rule
         for target in ("tables/table9_calibration.csv", "tables/reliability_bins.csv", "figures/reliability.png", "models/sft.calibration.json", "models/bert.calibration.json",
                        "predictions/validate/sft_scores.parquet", "predictions/bert_scores.parquet", "predictions/sft_scores.parquet"):

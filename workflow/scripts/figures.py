@@ -1,6 +1,6 @@
 import polars as pl
 
-from cxrlabel.evaluation.figures import FigureStyle, difference_heatmap, flip_rate_heatmap, length_bars, per_observation_bars, rl_curves
+from cxrlabel.evaluation.figures import FigureStyle, difference_heatmap, flip_rate_heatmap, length_bars, per_observation_bars, reliability_diagram, rl_curves
 from cxrlabel.runlog import logged
 from cxrlabel.training.curves import CURVES_FILE
 
@@ -14,3 +14,6 @@ with logged(snakemake.log[0]):
     if snakemake.params.rl_labelers:
         curves = pl.concat([pl.read_csv(f"{model}/{CURVES_FILE}") for model in snakemake.input.rl_models])
         rl_curves(curves, labels, style, snakemake.output.rl_curves)
+    if snakemake.input.calibration:
+        table, bins = (pl.read_csv(path) for path in snakemake.input.calibration)
+        reliability_diagram(bins, table, labels, style, snakemake.output.reliability)

@@ -33,6 +33,8 @@ def test_confidence_is_the_softmax_at_the_chosen_class():
     labels = {"Edema": 1, "Cardiomegaly": None, "Fracture": 0}
     scores = {"Edema": logits, "Fracture": {1: 0.0, 0: 0.0, -1: 0.0}}
     assert label_confidences(scores, labels) == pytest.approx({"Edema": math.exp(2) / (math.exp(2) + 2), "Fracture": 1 / 3})
+    assert label_confidences({"Edema": {0: 1.0, -1: 0.0}}, labels) == {}  # the label is not among the scored classes
+    assert scores_frame(["s"], [labels], [{"Edema": {0: 1.0, -1: 0.0}}]).height == 0
 
 
 def test_softmax_at_treats_minus_infinity_as_a_class_not_chosen_between():

@@ -54,8 +54,9 @@ def confidence(logits: Mapping[int | None, float], chosen: int | None, temperatu
 
 def label_confidences(scores: Mapping[str, Mapping[int | None, float]], labels: Mapping[str, int | None], temperature: float = 1.0) -> dict[str, float]:
     """Per scored non-blank label of one report, its :func:`confidence` at ``temperature``
-    (``scores``: :attr:`cxrlabel.labelers.Labeled.scores`; ``labels``: its labels)."""
-    return {name: confidence(logits, labels[name], temperature) for name, logits in scores.items() if labels.get(name) is not None}
+    (``scores``: :attr:`cxrlabel.labelers.Labeled.scores`; ``labels``: its labels). A label whose
+    class is not among its scored classes has no confidence (left out)."""
+    return {name: confidence(logits, labels[name], temperature) for name, logits in scores.items() if labels.get(name) is not None and labels[name] in logits}
 
 
 def label_correct(predicted: int | None, reference: int | None) -> bool:
@@ -132,13 +133,14 @@ def expected_calibration_error(confidences: np.ndarray, correct: np.ndarray, n_b
 def scores_frame(study_ids: Sequence[str], labels: Sequence[Mapping[str, int | None]], scores: Sequence[Mapping[str, Mapping[int | None, float]] | None]) -> pl.DataFrame:
     """The long scores table (:data:`SCORES_SCHEMA`) of labeled reports: one row per study,
     scored non-blank label and class. Long, because the classes differ between labelers and
-    observations (the BERT heads: 4 classes with blank, No Finding 2; the LLM: 3 certainty words)."""
+    observations (the BERT heads: 4 classes with blank, No Finding 2; the LLM: 3 certainty words).
+    A label whose class is not among its scored classes is left out (it has no confidence)."""
     rows = [
         (study_id, name, report_labels[name], code, float(logit))
         for study_id, report_labels, report_scores in zip(study_ids, labels, scores)
         if report_scores
         for name in OBSERVATIONS
-        if name in report_scores and report_labels.get(name) is not None
+        if report_labels.get(name) is not None and report_labels[name] in report_scores.get(name, {})
         for code, logit in report_scores[name].items()
     ]
     return pl.DataFrame(rows, schema=SCORES_SCHEMA, orient="row")

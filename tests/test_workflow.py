@@ -149,7 +149,11 @@ def test_pipeline_writes_every_table_and_figure(pipeline):
     assert guard["labeler"].to_list() == ["sft", "ppo", "gold"] and guard["positives_per_report"].is_not_null().all()
     curves = pl.read_csv(pipeline["results"] / "models/ppo/rl_curves.csv")  # 64 episodes, 8 a update
     assert curves.height == 8 and curves["reward"].is_not_null().all() and curves["format_error_rate"].is_between(0, 1).all()
-    for figure in ("f1_by_observation", "f1_difference_heatmap", "f1_by_length", "robustness_flip_rates", "rl_curves"):
+    calibration = pl.read_csv(tables / "table9_calibration.csv")  # the demo's gold covers validate and test, 4-class
+    assert calibration["labeler"].to_list() == ["bert", "sft", "ppo"] and set(calibration["fitted_on"]) == set(calibration["evaluated_on"]) == {"gold"}
+    assert calibration["ece_after"].is_between(0, 1).all() and (calibration["temperature"] > 0).all()
+    assert json.loads((pipeline["results"] / "models/sft.calibration.json").read_text())["fitted_on"] == "gold"
+    for figure in ("f1_by_observation", "f1_difference_heatmap", "f1_by_length", "robustness_flip_rates", "rl_curves", "reliability"):
         assert (pipeline["results"] / f"figures/{figure}.png").stat().st_size > 10_000
     for rule in ("demo_corpus", "ingest", "instruct", "sft", "ppo", "evaluate"):
         assert (pipeline["results"] / f"benchmarks/{rule}.tsv").is_file()

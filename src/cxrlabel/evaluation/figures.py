@@ -160,7 +160,10 @@ def reliability_diagram(bins: pl.DataFrame, table: pl.DataFrame, labels: dict[st
         if name in ece:
             title += f"\nECE {ece[name]['ece_before']:.3f} -> {ece[name]['ece_after']:.3f}"
         ax.set(title=title, xlim=(0, 1), ylim=(0, 1), xlabel="confidence", ylabel="accuracy", aspect="equal")
-        ax.legend(loc="upper left", frameon=False, fontsize="small")
+        legend = ax.legend(loc="upper left", frameon=False, fontsize="small")
+        for handle in legend.legend_handles:  # one marker size in the legend, whatever the bins'
+            if hasattr(handle, "set_sizes"):
+                handle.set_sizes([30])
     _save(fig, path, style)
 
 

@@ -82,7 +82,7 @@ def calibration_temperature(labeler_kind: str, model: str | None, calibration: P
     from cxrlabel.evaluation.calibration import Calibration
 
     fitted = Calibration.load(calibration)
-    logging.info("confidences at temperature %.3f (%s, fitted on the %s labels of %d validate labels)", fitted.temperature, calibration, fitted.fitted_on, fitted.n_labels)
+    logging.info("confidences at temperature %.3f (%s: fitted on %d validate labels against their %s labels)", fitted.temperature, calibration, fitted.n_labels, fitted.fitted_on)
     return fitted.temperature
 
 

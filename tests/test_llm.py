@@ -340,3 +340,116 @@ def test_a_report_label_takes_the_scores_of_its_first_unit_of_the_final_class():
     labels = {name: None for name in OBSERVATIONS} | {"Edema": 1, "No Finding": 1}
     units = [({"Edema": 0}, {"Edema": {1: 0.0, 0: 2.0, -1: 0.0}}), ({"Edema": 1}, {"Edema": {1: 3.0, 0: 0.0, -1: 0.0}}), ({"Edema": 1}, {"Edema": {1: 1.0, 0: 0.0, -1: 0.0}})]
     assert combine_scores(labels, units) == {"Edema": {1: 3.0, 0: 0.0, -1: 0.0}}  # No Finding: no unit wrote it
+
+
+@pytest.fixture()
+def evidence_labeler(base, tmp_path):
+    """The micro model, told it answers in the evidence format; its completions are replaced by
+    the ``answers`` given (unit text as prompted -> completion), so that what is tested is how
+    quotes become spans."""
+
+    def make(unit: str, lowercase: bool, answers: dict[str, str], monkeypatch) -> LLMLabeler:
+        path = tmp_path / f"evidence-{unit}-{lowercase}"
+        shutil.copytree(base, path, ignore=shutil.ignore_patterns("*.parquet"))
+        write_llm_settings(str(path), PromptSettings("evidence", unit, lowercase))
+        labeler = LLMLabeler(str(path), max_new_tokens=12)
+        labeler.context = 1024  # the model never runs here: the longer instruction need not fit its 128 positions
+        label = f"{unit.capitalize()}: "
+
+        def complete(prompts, generators, temperature):
+            texts = [labeler.tokenizer.decode(p).rsplit(label, 1)[1].removesuffix("\n\nLabels:\n") for p in prompts]
+            return [Completion(labeler.tokenizer(answers[t], add_special_tokens=False)["input_ids"], []) for t in texts]
+
+        monkeypatch.setattr(labeler, "_complete", complete)
+        return labeler
+
+    return make
+
+
+def test_locate_finds_a_quote_verbatim_or_across_whitespace_runs_and_case_only_where_lowered():
+    from cxrlabel.labelers.llm import _locate
+
+    text = "FINDINGS:\nHeart size is   normal.\nNo pleural\teffusion. No pleural effusion."
+    assert _locate(text, "No pleural effusion") == (text.rindex("No pleural effusion"), len(text) - 1)  # verbatim wins
+    assert _locate(text, "No pleural effusion", 0, text.index("effusion") + 8) == (text.index("No pleural\t"), text.index("effusion") + 8)
+    start, end = _locate(text, "Heart size is normal")
+    assert text[start:end] == "Heart size is   normal"
+    assert _locate(text, "heart size is normal") is None  # the model read the case as written
+    start, end = _locate(text, "heart size is normal", lowercase=True)
+    assert text[start:end] == "Heart size is   normal"
+    assert _locate(text, "findings: heart", lowercase=True) == (0, text.index("Heart") + 5)
+    assert _locate(text, "pulmonary edema") is None and _locate(text, "") is None and _locate(text, "  ") is None
+    assert _locate(text, "Heart", 15) is None  # only inside [start, end)
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_an_evidence_model_places_each_quote_in_the_original_report_and_counts_misses(evidence_labeler, monkeypatch, lowercase):
+    from cxrlabel.labelers import label_batch, supports_evidence
+
+    text = "Heart size is   normal.\nNo pleural\teffusion. Possible PNEUMONIA."
+    quotes = {"Cardiomegaly": "Heart size is normal", "Pleural Effusion": "No pleural effusion", "Pneumonia": "Possible PNEUMONIA", "Edema": "pulmonary edema"}
+    if lowercase:
+        quotes = {k: v.lower() for k, v in quotes.items()}
+    labels = {"No Finding": None, "Cardiomegaly": 0, "Pleural Effusion": 0, "Pneumonia": -1, "Edema": 1, "Fracture": 1}
+    answer = serialize_labels(labels, "evidence", quotes)  # Fracture: a bare word
+    prompted = " ".join((text.lower() if lowercase else text).split())
+    labeler = evidence_labeler("report", lowercase, {prompted: answer}, monkeypatch)
+    assert supports_evidence(labeler)
+    [plain] = labeler.label_batch([text])
+    [result] = label_batch(labeler, [text], evidence=True)
+    assert plain.evidence is None and plain.evidence_miss == 0
+    assert result.labels == plain.labels and result.scores == plain.scores and result.format_error is False
+    assert set(result.evidence) == {"Cardiomegaly", "Pleural Effusion", "Pneumonia", "Edema", "Fracture"}
+    expected = {"Cardiomegaly": "Heart size is   normal", "Pleural Effusion": "No pleural\teffusion", "Pneumonia": "Possible PNEUMONIA"}
+    for name, quote in expected.items():
+        evidence = result.evidence[name]
+        assert text[evidence.start : evidence.end] == evidence.quote == quote
+    assert result.evidence["Edema"] is None and result.evidence["Fracture"] is None
+    assert result.evidence_miss == 1  # Edema's quote is nowhere; Fracture gave none
+
+
+def test_a_sentence_unit_evidence_model_places_a_quote_in_the_sentence_that_decided_the_label(evidence_labeler, monkeypatch):
+    from cxrlabel.labelers import label_batch
+
+    reports = ["No pleural effusion. Small pleural effusion. Heart is enlarged.", "Lungs are clear. Small pleural effusion."]
+    answers = {
+        "No pleural effusion.": '{"Pleural Effusion": ["negative", "No pleural effusion"]}',
+        "Small pleural effusion.": '{"Pleural Effusion": ["positive", "pleural effusion"]}',
+        "Heart is enlarged.": '{"Cardiomegaly": ["positive", "No pleural"]}',  # a quote from another sentence: found there
+        "Lungs are clear.": '{"Lung Opacity": ["negative", "lungs are clear"]}',  # the case differs: a miss for a model that reads case
+    }
+    labeler = evidence_labeler("sentence", False, answers, monkeypatch)
+    plain = labeler.label_batch(reports)
+    first, second = label_batch(labeler, reports, evidence=True)
+    assert [r.labels for r in plain] == [first.labels, second.labels]
+    effusion = first.evidence["Pleural Effusion"]
+    assert first.labels["Pleural Effusion"] == 1 and (effusion.start, effusion.quote) == (reports[0].index("pleural effusion", 5), "pleural effusion")
+    assert first.evidence["Cardiomegaly"].start == 0 and first.evidence_miss == 0
+    assert second.labels["No Finding"] is None and second.evidence["Lung Opacity"] is None and second.evidence_miss == 1
+    assert reports[1][second.evidence["Pleural Effusion"].start :].startswith("pleural effusion.")
+
+
+def test_certainty_tokens_tell_the_words_apart_in_both_shapes_of_the_evidence_format(base, tmp_path):
+    from cxrlabel.labelers.llm import certainty_shapes, certainty_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    shapes = certainty_shapes(tokenizer, "evidence")
+    assert len(shapes) == 2 and all(sorted(shape.values()) == [-1, 0, 1] for shape in shapes)
+    assert sorted(set(certainty_tokens(tokenizer, "evidence").values())) == [-1, 0, 1]
+    assert certainty_shapes(tokenizer, "mentioned") == [certainty_tokens(tokenizer, "mentioned")]
+    # a label written in either shape gets the logits of its shape's tokens at its step
+    path = tmp_path / "evidence"
+    shutil.copytree(base, path, ignore=shutil.ignore_patterns("*.parquet"))
+    write_llm_settings(str(path), PromptSettings("evidence"))
+    labeler = LLMLabeler(str(path))
+    answer = '{"No Finding": "positive", "Edema": ["negative", "no edema"]}'
+    tokens = labeler.tokenizer(answer, add_special_tokens=False)["input_ids"]
+    steps = [i for i, t in enumerate(tokens) if t in labeler.certainty]
+    assert len(steps) >= 2
+    logits = [[float(i) for i in range(len(labeler.certainty))] for _ in steps]
+    scores = labeler.scores(Completion(tokens, list(zip(steps, logits))), labeler.parse(answer).labels)
+    assert set(scores) == {"No Finding", "Edema"} and all(sorted(s) == [-1, 0, 1] for s in scores.values())
+    by_token = dict(zip(labeler.certainty, logits[0]))
+    for name, shape_of_step in (("No Finding", steps[0]), ("Edema", steps[1])):
+        shape = next(s for s in labeler.certainty_groups if tokens[shape_of_step] in s)
+        assert scores[name] == {code: by_token[t] for t, code in shape.items()}

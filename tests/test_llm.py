@@ -453,3 +453,26 @@ def test_certainty_tokens_tell_the_words_apart_in_both_shapes_of_the_evidence_fo
     for name, shape_of_step in (("No Finding", steps[0]), ("Edema", steps[1])):
         shape = next(s for s in labeler.certainty_groups if tokens[shape_of_step] in s)
         assert scores[name] == {code: by_token[t] for t, code in shape.items()}
+
+
+def test_cli_jsonl_carries_an_evidence_model_s_spans_and_logs_its_misses(evidence_labeler, monkeypatch, tmp_path, caplog):
+    import cxrlabel.cli
+    from cxrlabel.cli import main
+
+    reports = {"1": "No pneumothorax.  Small left\npleural effusion.", "2": "Heart size is normal."}
+    answers = {
+        " ".join(reports["1"].split()): '{"Pneumothorax": ["negative", "No pneumothorax"], "Pleural Effusion": ["positive", "left pleural effusion"]}',
+        reports["2"]: '{"No Finding": "positive", "Cardiomegaly": ["negative", "heart is normal"]}',
+    }
+    labeler = evidence_labeler("report", False, answers, monkeypatch)
+    monkeypatch.setattr(cxrlabel.cli, "make_labeler", lambda kind, model: labeler)
+    source = tmp_path / "in.csv"
+    pl.DataFrame({"id": list(reports), "report": list(reports.values())}).write_csv(source)
+    with caplog.at_level(logging.INFO):
+        assert main(["label", "--labeler", "llm", "--model", "x", "--input", str(source), "--output", str(tmp_path / "out.jsonl"), "--format", "jsonl"]) == 0
+    first, second = (json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines())
+    effusion = first["evidence"]["Pleural Effusion"]
+    assert reports["1"][effusion["start"] : effusion["end"]] == effusion["quote"] == "left\npleural effusion" and effusion["cue"] is None
+    assert first["evidence"]["Pneumothorax"]["quote"] == "No pneumothorax"
+    assert second["evidence"] == {"No Finding": None, "Cardiomegaly": None}  # no quote; a quote the report does not hold
+    assert "evidence: 2 of 4 non-blank labels have a span; 1 quotes were not found" in caplog.text

@@ -476,3 +476,58 @@ def test_cli_jsonl_carries_an_evidence_model_s_spans_and_logs_its_misses(evidenc
     assert first["evidence"]["Pneumothorax"]["quote"] == "No pneumothorax"
     assert second["evidence"] == {"No Finding": None, "Cardiomegaly": None}  # no quote; a quote the report does not hold
     assert "evidence: 2 of 4 non-blank labels have a span; 1 quotes were not found" in caplog.text
+
+
+def test_an_evidence_model_decoding_for_real_gives_the_same_labels_and_scores_with_and_without_evidence(base, tmp_path):
+    from cxrlabel.labelers import label_batch
+
+    path = tmp_path / "evidence"
+    shutil.copytree(base, path, ignore=shutil.ignore_patterns("*.parquet"))
+    write_llm_settings(str(path), PromptSettings("evidence", "sentence"))
+    labeler = LLMLabeler(str(path), batch_size=3, max_new_tokens=16)
+    assert labeler.provides_evidence and sorted(set(labeler.certainty.values())) == [-1, 0, 1]
+    texts = ["No pneumothorax. Small left pleural effusion.", "Heart size is normal.", "Possible pneumonia. No pneumothorax."]
+    plain, found = labeler.label_batch(texts), label_batch(labeler, texts, evidence=True)
+    assert [(r.labels, r.scores, r.format_error) for r in plain] == [(r.labels, r.scores, r.format_error) for r in found]
+    for text, result in zip(texts, found):
+        assert set(result.evidence) == {name for name, code in result.labels.items() if code is not None}
+        assert all(e is None or text[e.start : e.end] == e.quote for e in result.evidence.values())
+
+
+@pytest.fixture(scope="module")
+def evidence_tuned(tmp_path_factory):
+    """A micro model of its own (tokenizer trained with the evidence instruction, 256 positions)
+    tuned (300 steps) to the evidence-format completions the instruction tables write for REPORTS."""
+    from cxrlabel.instruct import instruction_table
+    from cxrlabel.io.labels import labels_schema
+
+    path = tmp_path_factory.mktemp("evidence_tuned")
+    prompt = PromptSettings("evidence")
+    reports = pl.DataFrame({"study_id": [str(i) for i in range(len(REPORTS))], "text": REPORTS})
+    labels = pl.DataFrame([{"study_id": str(i), **RuleLabeler().label(r)} for i, r in enumerate(REPORTS)], schema=labels_schema(), orient="row")
+    table = instruction_table(reports, labels, prompt)
+    table.select("prompt", "completion").write_parquet(path / "train.parquet")
+    spec = TinyModelSpec(**(MICRO.__dict__ | {"max_position_embeddings": 256}))
+    build_base_model(str(path / "base"), None, False, REPORTS, table["prompt"].to_list() + table["completion"].to_list(), spec)
+    run_sft(str(path / "base"), str(path / "train.parquet"), str(path / "train.parquet"), str(path / "sft"), sft_settings(300) | {"learning_rate": 3e-3, "save_steps": 300, "max_length": 256}, threads=1)
+    write_llm_settings(str(path / "sft"), prompt)
+    return path / "sft", table
+
+
+def test_a_tuned_evidence_model_quotes_the_report_and_keeps_its_scores(evidence_tuned):
+    """End to end on a model that learned the format: its quotes are placed in the reports, and each
+    label still gets the certainty logits of the step that wrote its word (in either shape)."""
+    from cxrlabel.labelers import label_batch
+
+    model, table = evidence_tuned
+    labeler = LLMLabeler(str(model), batch_size=3, max_new_tokens=64)  # quotes: answers over 40 tokens
+    texts = REPORTS[:4]
+    assert any('["' in completion for completion in table["completion"]) and labeler.prompt_ids(texts[0])[1] is False
+    results = label_batch(labeler, texts, evidence=True)
+    assert [r.labels for r in results] == [RuleLabeler().label(t) for t in texts]  # it learned its training set
+    assert not any(r.format_error for r in results) and sum(r.evidence_miss for r in results) == 0
+    placed = [(t, e) for t, r in zip(texts, results) for e in r.evidence.values() if e is not None]
+    assert len(placed) >= 3 and all(t[e.start : e.end] == e.quote for t, e in placed)
+    for result in results:
+        assert set(result.scores) == {name for name, code in result.labels.items() if code is not None}
+        assert all(max(logits, key=logits.get) == result.labels[name] for name, logits in result.scores.items())

@@ -215,3 +215,19 @@ def test_evidence_perturbed_copies_are_quoted_too():
         for prompt, completion in copies.select("prompt", "completion").rows():
             parsed = parse_completion(completion, "evidence")
             assert parsed.error is None and parsed.quotes and all(q in prompt_text(prompt, word) for q in parsed.quotes.values())
+
+
+def test_the_config_schema_accepts_exactly_the_completion_formats():
+    from pathlib import Path
+
+    import yaml
+
+    from cxrlabel.instruct import COMPLETION_FORMATS
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    assert tuple(schema["properties"]["instruct"]["properties"]["format"]["enum"]) == COMPLETION_FORMATS == ("mentioned", "full", "evidence")
+
+
+def test_a_salvaged_repeated_observation_keeps_its_last_pair_as_json_does():
+    parsed = parse_completion('{"Edema": ["positive", "edema"], "Edema": "negative", "Fr', "evidence")
+    assert parsed.labels["Edema"] == 0 and parsed.quotes == {}

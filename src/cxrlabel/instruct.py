@@ -157,11 +157,11 @@ def parse_completion(text: str, fmt: CompletionFormat) -> Parsed:
     if not isinstance(obj, dict):
         salvaged: Labels = {}
         quotes: Quotes = {}
-        for m in PAIR.finditer(text):
-            if m["name"] in OBSERVATIONS and m["word"] in WORD_TO_CODE and m["name"] not in salvaged:
+        for m in PAIR.finditer(text):  # a repeated observation: the last pair wins, as in a JSON object
+            if m["name"] in OBSERVATIONS and m["word"] in WORD_TO_CODE:
                 salvaged[m["name"]] = WORD_TO_CODE[m["word"]]
-                quote = _salvaged_quote(m["quote"]) if quoting and salvaged[m["name"]] is not None else None
-                if quote:
+                quotes.pop(m["name"], None)
+                if quoting and salvaged[m["name"]] is not None and (quote := _salvaged_quote(m["quote"])):
                     quotes[m["name"]] = quote
         return Parsed({name: salvaged.get(name) for name in OBSERVATIONS}, "not a JSON object", quotes)
     allowed = WORD_TO_CODE if fmt == "full" else {w: c for w, c in WORD_TO_CODE.items() if c is not None}

@@ -1,6 +1,7 @@
-"""Share of the rule labeler's non-blank labels that come with an evidence span, and its speed with and without evidence.
+"""Share of the rule labeler's non-blank labels that come with an evidence span, and its speed with and without evidence;
+with ``--model``, the same coverage for an LLM labeler tuned to the ``evidence`` completion format.
 
-usage: python benchmarks/evidence_coverage.py [REPORTS_PARQUET] [--split test] [--repeats 5]
+usage: python benchmarks/evidence_coverage.py [REPORTS_PARQUET] [--split test] [--repeats 5] [--model DIR ...] [--limit N]
 
 REPORTS_PARQUET is an ingested reports table (default: ../main/results/openi/corpus/reports.parquet,
 the OpenI run's; columns study_id, split, text). Coverage is counted on the ``--split`` reports'
@@ -10,6 +11,12 @@ pathology is found and has no span by design: it is listed, but left out of the 
 (the 13 mention-based observations); the share with it is printed too.
 Speed: reports/s of ``label_batch`` without and with evidence on every report of the table, in
 this process, alternating the two, best of ``--repeats``.
+
+``--model DIR`` (repeatable): an LLM labeler's folder (its format must be ``evidence``). Its labels
+of the same reports (the first ``--limit`` where given), with evidence: per observation the
+non-blank labels, those whose quote was placed in the report (a span, ``text[start:end] == quote``
+checked), those whose quote the report does not hold (misses, :attr:`Labeled.evidence_miss`) and
+those answered with the bare word; and the time the labeling took (one pass, evidence included).
 """
 
 from __future__ import annotations
@@ -28,10 +35,51 @@ parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("reports", nargs="?", default=str(ROOT.parent / "main/results/openi/corpus/reports.parquet"))
 parser.add_argument("--split", default="test")
 parser.add_argument("--repeats", type=int, default=5)
+parser.add_argument("--model", action="append", default=[], help="an evidence-format LLM labeler's folder (repeatable)")
+parser.add_argument("--limit", type=int, help="label only the first N reports of the split with each --model")
+parser.add_argument("--batch-size", type=int, default=256, help="the LLM labeler's batch size")
+parser.add_argument("--max-new-tokens", type=int, default=256, help="the LLM labeler's answer room (quotes make answers longer)")
 args = parser.parse_args()
 
 reports = pl.read_parquet(args.reports, columns=["study_id", "split", "text"])
 texts = reports.filter(pl.col("split") == args.split)["text"].to_list()
+
+
+def llm_coverage(model: str) -> None:
+    from cxrlabel.labelers import label_batch, supports_evidence
+    from cxrlabel.labelers.llm import LLMLabeler
+
+    labeler = LLMLabeler(model, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    if not supports_evidence(labeler):
+        raise SystemExit(f"{model}: its completion format is {labeler.prompt.format!r}, not 'evidence': it gives no quotes")
+    chosen = texts[: args.limit] if args.limit else texts
+    start = time.perf_counter()
+    labeled = label_batch(labeler, chosen, evidence=True)
+    seconds = time.perf_counter() - start
+    tally = {name: {"labels": 0, "span": 0} for name in OBSERVATIONS}
+    for text, item in zip(chosen, labeled):
+        for name in OBSERVATIONS:
+            if item.labels[name] is None:
+                continue
+            tally[name]["labels"] += 1
+            evidence = item.evidence[name]
+            if evidence is not None:
+                assert text[evidence.start:evidence.end] == evidence.quote and evidence.quote
+                tally[name]["span"] += 1
+    misses = sum(item.evidence_miss for item in labeled)
+    labels, spans = sum(c["labels"] for c in tally.values()), sum(c["span"] for c in tally.values())
+    print(f"\n{model} ({labeler.prompt.unit} unit{', lower case' if labeler.prompt.lowercase else ''}): {len(chosen)} reports of split {args.split} "
+          f"in {seconds:.1f} s ({len(chosen) / seconds:.1f} reports/s, evidence included), {sum(i.format_error for i in labeled)} format errors")
+    print("| observation | non-blank labels | with a span | coverage |\n| --- | ---: | ---: | ---: |")
+    for name, c in tally.items():
+        print(f"| {name} | {c['labels']} | {c['span']} | {share(c['span'], c['labels'])} |")
+    mentioned = [c for name, c in tally.items() if name != NO_FINDING]
+    print(f"| **13 mention-based observations** | {sum(c['labels'] for c in mentioned)} | {sum(c['span'] for c in mentioned)} | "
+          f"**{share(sum(c['span'] for c in mentioned), sum(c['labels'] for c in mentioned))}** |")
+    print(f"| all 14 | {labels} | {spans} | {share(spans, labels)} |")
+    print(f"quotes not found in their report (misses): {misses} ({share(misses, labels)} of the non-blank labels); "
+          f"labels answered without a quote: {labels - spans - misses}")
+
 labeler = RuleLabeler()
 plain = labeler.label_batch(texts)
 labeled = labeler.label_batch(texts, evidence=True)
@@ -76,3 +124,6 @@ print(f"\nspeed on all {len(everything)} reports of the table, best of {args.rep
 for name, wall in best.items():
     print(f"  {name}: {wall:.3f} s = {len(everything) / wall:,.0f} reports/s")
 print(f"  evidence costs {100 * (best['with evidence'] / best['without evidence'] - 1):.0f}% more time")
+
+for model in args.model:
+    llm_coverage(model)

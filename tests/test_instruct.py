@@ -6,12 +6,12 @@ import random
 import polars as pl
 import pytest
 
-from cxrlabel.instruct import PromptSettings, build_prompt, instruction_table, oversample_rare, parse_completion, sentence_instruction_table, serialize_labels, unit_table
+from cxrlabel.instruct import PromptSettings, build_prompt, instruction_table, oversample_rare, parse_completion, perturbed_instructions, sentence_instruction_table, serialize_labels, unit_table
 from cxrlabel.io.labels import labels_schema
 from cxrlabel.observations import OBSERVATIONS
 
 CLASSES = (1, 0, -1, None)
-FORMATS = ("mentioned", "full")
+FORMATS = ("mentioned", "full", "evidence")
 
 
 def labellings():
@@ -121,3 +121,113 @@ def test_lower_case_prompts_lower_only_the_report_text():
     prompt = PromptSettings("mentioned", "sentence", lowercase=True).build("No Pleural EFFUSION.")
     assert prompt.startswith("Label the sentence") and prompt.endswith("Sentence: no pleural effusion.\n\nLabels:\n")
     assert PromptSettings("mentioned").build("No EFFUSION.") == build_prompt("No EFFUSION.", "mentioned")
+
+
+QUOTES = ['mild "edema"', "back\\slash \\n not a newline", "épanchement pleural ≥ 2 cm", "{\"Edema\": \"negative\"}", "it's ] , \"x\"", "x"]
+
+
+def test_evidence_format_round_trips_labels_and_quotes():
+    rng = random.Random(1)
+    for labels in labellings():
+        quotes = {name: rng.choice(QUOTES) for name, code in labels.items() if code is not None and rng.random() < 0.7}
+        text = serialize_labels(labels, "evidence", quotes)
+        parsed = parse_completion(text, "evidence")
+        assert (parsed.labels, parsed.quotes, parsed.error) == (labels, quotes, None)
+    assert "é" in serialize_labels({"Edema": 1}, "evidence", {"Edema": "é"})  # the quote keeps its characters
+
+
+def test_evidence_format_writes_a_list_with_a_quote_and_the_bare_word_without():
+    text = serialize_labels({"No Finding": 1, "Edema": 0, "Fracture": None}, "evidence", {"Edema": "no edema", "Fracture": "ignored: blank"})
+    assert text == '{"No Finding": "positive", "Edema": ["negative", "no edema"]}'
+    assert serialize_labels({"Edema": 0}, "mentioned", {"Edema": "no edema"}) == '{"Edema": "negative"}'  # other formats ignore quotes
+
+
+@pytest.mark.parametrize(
+    ("text", "fmt", "error", "salvaged", "quotes"),
+    [
+        ('{"Edema": ["positive", "edema"]}', "mentioned", "Edema: invalid value", {}, {}),  # a list is no value of another format
+        ('{"Edema": ["positive", "edema"]}', "full", "Edema: invalid value", {}, {}),
+        ('{"Edema": {"positive": "edema"}}', "evidence", "Edema: invalid value", {}, {}),
+        ('{"Edema": ["positive"], "Fracture": "negative"}', "evidence", "Edema: invalid value", {"Fracture": 0}, {}),
+        ('{"Edema": ["positive", "a", "b"]}', "evidence", "Edema: invalid value", {}, {}),
+        ('{"Edema": ["positive", 3]}', "evidence", "Edema: invalid value", {}, {}),
+        ('{"Edema": [["positive"], "x"]}', "evidence", "Edema: invalid value", {}, {}),
+        ('{"Edema": ["blank", "x"]}', "evidence", "Edema: invalid value", {}, {}),
+        ('{"Edema": ["positive", "mild edema"], "Pneumothorax": ["negative", "no pneu', "evidence", "not a JSON object", {"Edema": 1, "Pneumothorax": 0}, {"Edema": "mild edema"}),
+        ('{"Edema": ["positive", "a \\"b\\" \\\\ c"], "Fr', "evidence", "not a JSON object", {"Edema": 1}, {"Edema": 'a "b" \\ c'}),
+        ('{"Edema": ["positive", "mild edema"], "Pneumothorax": "negative", "Fr', "mentioned", "not a JSON object", {"Edema": 1, "Pneumothorax": 0}, {}),
+    ],
+)
+def test_malformed_list_and_object_values_are_format_errors_never_crashes(text, fmt, error, salvaged, quotes):
+    parsed = parse_completion(text, fmt)
+    assert parsed.error is not None and error in parsed.error
+    assert {k: v for k, v in parsed.labels.items() if v is not None} == salvaged
+    assert parsed.quotes == quotes
+
+
+def test_evidence_instruction_text_asks_for_the_quote():
+    prompt = build_prompt("No effusion.", "evidence")
+    assert "verbatim quote of the report" in prompt and "certainty alone" in prompt
+
+
+def prompt_text(prompt: str, unit: str = "Report") -> str:
+    return prompt.rsplit(f"{unit}: ", 1)[1].removesuffix("\n\nLabels:\n")
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_evidence_training_quotes_are_the_rule_spans_as_the_prompt_shows_them(lowercase):
+    reports = pl.DataFrame({"study_id": ["a", "b"], "text": ["Heart size is   normal.\nNo pleural \t effusion. Possible PNEUMONIA.", "Lungs are clear."]})
+    labels = pl.DataFrame(
+        [{"study_id": "a", "Cardiomegaly": 0, "Pleural Effusion": 0, "Pneumonia": 1}, {"study_id": "b", "No Finding": 1}], schema=labels_schema()
+    )
+    table = instruction_table(reports, labels, PromptSettings("evidence", lowercase=lowercase))
+    a, b = (parse_completion(c, "evidence") for c in table["completion"])
+    assert a.error is None and b.error is None
+    # Pneumonia: the rules say uncertain, the training label positive: no quote; No Finding: none
+    expected = {"Cardiomegaly": "Heart size is normal", "Pleural Effusion": "No pleural effusion"}  # the cue and the mention
+    assert a.quotes == ({k: v.lower() for k, v in expected.items()} if lowercase else expected)
+    assert a.labels["Pneumonia"] == 1 and b.quotes == {} and b.labels["No Finding"] == 1
+    for prompt, parsed in zip(table["prompt"], (a, b)):
+        assert all(quote in prompt_text(prompt) for quote in parsed.quotes.values())
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_evidence_sentence_instructions_quote_each_sentence(lowercase):
+    reports = pl.DataFrame({"study_id": ["a"], "text": ["Heart size is normal. No  pleural effusion or\tpneumothorax. Possible Pneumonia."]})
+    table = sentence_instruction_table(reports, PromptSettings("evidence", "sentence", lowercase))
+    parsed = [parse_completion(c, "evidence") for c in table["completion"]]
+    assert [p.error for p in parsed] == [None] * 3
+    assert [{k: v for k, v in p.labels.items() if v is not None} for p in parsed] == [{"Cardiomegaly": 0}, {"Pleural Effusion": 0, "Pneumothorax": 0}, {"Pneumonia": -1}]
+    assert all(set(p.quotes) == {k for k, v in p.labels.items() if v is not None} for p in parsed)
+    for prompt, p in zip(table["prompt"], parsed):
+        assert all(quote in prompt_text(prompt, "Sentence") for quote in p.quotes.values())
+    assert parsed[2].quotes["Pneumonia"] == ("possible pneumonia" if lowercase else "Possible Pneumonia")
+
+
+def test_evidence_perturbed_copies_are_quoted_too():
+    text = "There is no pleural effusion. Heart size is normal. Possible pneumonia."
+    reports = pl.DataFrame({"study_id": ["a"], "findings": [text], "impression": [None], "text": [text]}, schema_overrides={"impression": pl.String})
+    labels = pl.DataFrame([{"study_id": "a", "Pleural Effusion": 0, "Cardiomegaly": 0, "Pneumonia": -1}], schema=labels_schema())
+    names = ["deid_redacted", "negation_removed", "upper_case"]
+    for unit, word in (("report", "Report"), ("sentence", "Sentence")):
+        copies = perturbed_instructions(reports, labels, names, 0, PromptSettings("evidence", unit))
+        assert copies.height > 0
+        for prompt, completion in copies.select("prompt", "completion").rows():
+            parsed = parse_completion(completion, "evidence")
+            assert parsed.error is None and parsed.quotes and all(q in prompt_text(prompt, word) for q in parsed.quotes.values())
+
+
+def test_the_config_schema_accepts_exactly_the_completion_formats():
+    from pathlib import Path
+
+    import yaml
+
+    from cxrlabel.instruct import COMPLETION_FORMATS
+
+    schema = yaml.safe_load((Path(__file__).parents[1] / "workflow/schemas/config.schema.yaml").read_text())
+    assert tuple(schema["properties"]["instruct"]["properties"]["format"]["enum"]) == COMPLETION_FORMATS == ("mentioned", "full", "evidence")
+
+
+def test_a_salvaged_repeated_observation_keeps_its_last_pair_as_json_does():
+    parsed = parse_completion('{"Edema": ["positive", "edema"], "Edema": "negative", "Fr', "evidence")
+    assert parsed.labels["Edema"] == 0 and parsed.quotes == {}

@@ -340,3 +340,194 @@ def test_a_report_label_takes_the_scores_of_its_first_unit_of_the_final_class():
     labels = {name: None for name in OBSERVATIONS} | {"Edema": 1, "No Finding": 1}
     units = [({"Edema": 0}, {"Edema": {1: 0.0, 0: 2.0, -1: 0.0}}), ({"Edema": 1}, {"Edema": {1: 3.0, 0: 0.0, -1: 0.0}}), ({"Edema": 1}, {"Edema": {1: 1.0, 0: 0.0, -1: 0.0}})]
     assert combine_scores(labels, units) == {"Edema": {1: 3.0, 0: 0.0, -1: 0.0}}  # No Finding: no unit wrote it
+
+
+@pytest.fixture()
+def evidence_labeler(base, tmp_path):
+    """The micro model, told it answers in the evidence format; its completions are replaced by
+    the ``answers`` given (unit text as prompted -> completion), so that what is tested is how
+    quotes become spans."""
+
+    def make(unit: str, lowercase: bool, answers: dict[str, str], monkeypatch) -> LLMLabeler:
+        path = tmp_path / f"evidence-{unit}-{lowercase}"
+        shutil.copytree(base, path, ignore=shutil.ignore_patterns("*.parquet"))
+        write_llm_settings(str(path), PromptSettings("evidence", unit, lowercase))
+        labeler = LLMLabeler(str(path), max_new_tokens=12)
+        labeler.context = 1024  # the model never runs here: the longer instruction need not fit its 128 positions
+        label = f"{unit.capitalize()}: "
+
+        def complete(prompts, generators, temperature):
+            texts = [labeler.tokenizer.decode(p).rsplit(label, 1)[1].removesuffix("\n\nLabels:\n") for p in prompts]
+            return [Completion(labeler.tokenizer(answers[t], add_special_tokens=False)["input_ids"], []) for t in texts]
+
+        monkeypatch.setattr(labeler, "_complete", complete)
+        return labeler
+
+    return make
+
+
+def test_locate_finds_a_quote_verbatim_or_across_whitespace_runs_and_case_only_where_lowered():
+    from cxrlabel.labelers.llm import _locate
+
+    text = "FINDINGS:\nHeart size is   normal.\nNo pleural\teffusion. No pleural effusion."
+    assert _locate(text, "No pleural effusion") == (text.rindex("No pleural effusion"), len(text) - 1)  # verbatim wins
+    assert _locate(text, "No pleural effusion", 0, text.index("effusion") + 8) == (text.index("No pleural\t"), text.index("effusion") + 8)
+    start, end = _locate(text, "Heart size is normal")
+    assert text[start:end] == "Heart size is   normal"
+    assert _locate(text, "heart size is normal") is None  # the model read the case as written
+    start, end = _locate(text, "heart size is normal", lowercase=True)
+    assert text[start:end] == "Heart size is   normal"
+    assert _locate(text, "findings: heart", lowercase=True) == (0, text.index("Heart") + 5)
+    assert _locate(text, "pulmonary edema") is None and _locate(text, "") is None and _locate(text, "  ") is None
+    assert _locate(text, "Heart", 15) is None  # only inside [start, end)
+
+
+@pytest.mark.parametrize("lowercase", [False, True])
+def test_an_evidence_model_places_each_quote_in_the_original_report_and_counts_misses(evidence_labeler, monkeypatch, lowercase):
+    from cxrlabel.labelers import label_batch, supports_evidence
+
+    text = "Heart size is   normal.\nNo pleural\teffusion. Possible PNEUMONIA."
+    quotes = {"Cardiomegaly": "Heart size is normal", "Pleural Effusion": "No pleural effusion", "Pneumonia": "Possible PNEUMONIA", "Edema": "pulmonary edema"}
+    if lowercase:
+        quotes = {k: v.lower() for k, v in quotes.items()}
+    labels = {"No Finding": None, "Cardiomegaly": 0, "Pleural Effusion": 0, "Pneumonia": -1, "Edema": 1, "Fracture": 1}
+    answer = serialize_labels(labels, "evidence", quotes)  # Fracture: a bare word
+    prompted = " ".join((text.lower() if lowercase else text).split())
+    labeler = evidence_labeler("report", lowercase, {prompted: answer}, monkeypatch)
+    assert supports_evidence(labeler)
+    [plain] = labeler.label_batch([text])
+    [result] = label_batch(labeler, [text], evidence=True)
+    assert plain.evidence is None and plain.evidence_miss == 0
+    assert result.labels == plain.labels and result.scores == plain.scores and result.format_error is False
+    assert set(result.evidence) == {"Cardiomegaly", "Pleural Effusion", "Pneumonia", "Edema", "Fracture"}
+    expected = {"Cardiomegaly": "Heart size is   normal", "Pleural Effusion": "No pleural\teffusion", "Pneumonia": "Possible PNEUMONIA"}
+    for name, quote in expected.items():
+        evidence = result.evidence[name]
+        assert text[evidence.start : evidence.end] == evidence.quote == quote
+    assert result.evidence["Edema"] is None and result.evidence["Fracture"] is None
+    assert result.evidence_miss == 1  # Edema's quote is nowhere; Fracture gave none
+
+
+def test_a_sentence_unit_evidence_model_places_a_quote_in_the_sentence_that_decided_the_label(evidence_labeler, monkeypatch):
+    from cxrlabel.labelers import label_batch
+
+    reports = ["No pleural effusion. Small pleural effusion. Heart is enlarged.", "Lungs are clear. Small pleural effusion."]
+    answers = {
+        "No pleural effusion.": '{"Pleural Effusion": ["negative", "No pleural effusion"]}',
+        "Small pleural effusion.": '{"Pleural Effusion": ["positive", "pleural effusion"]}',
+        "Heart is enlarged.": '{"Cardiomegaly": ["positive", "No pleural"]}',  # a quote from another sentence: found there
+        "Lungs are clear.": '{"Lung Opacity": ["negative", "lungs are clear"]}',  # the case differs: a miss for a model that reads case
+    }
+    labeler = evidence_labeler("sentence", False, answers, monkeypatch)
+    plain = labeler.label_batch(reports)
+    first, second = label_batch(labeler, reports, evidence=True)
+    assert [r.labels for r in plain] == [first.labels, second.labels]
+    effusion = first.evidence["Pleural Effusion"]
+    assert first.labels["Pleural Effusion"] == 1 and (effusion.start, effusion.quote) == (reports[0].index("pleural effusion", 5), "pleural effusion")
+    assert first.evidence["Cardiomegaly"].start == 0 and first.evidence_miss == 0
+    assert second.labels["No Finding"] is None and second.evidence["Lung Opacity"] is None and second.evidence_miss == 1
+    assert reports[1][second.evidence["Pleural Effusion"].start :].startswith("pleural effusion.")
+
+
+def test_certainty_tokens_tell_the_words_apart_in_both_shapes_of_the_evidence_format(base, tmp_path):
+    from cxrlabel.labelers.llm import certainty_shapes, certainty_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(base)
+    shapes = certainty_shapes(tokenizer, "evidence")
+    assert len(shapes) == 2 and all(sorted(shape.values()) == [-1, 0, 1] for shape in shapes)
+    assert sorted(set(certainty_tokens(tokenizer, "evidence").values())) == [-1, 0, 1]
+    assert certainty_shapes(tokenizer, "mentioned") == [certainty_tokens(tokenizer, "mentioned")]
+    # a label written in either shape gets the logits of its shape's tokens at its step
+    path = tmp_path / "evidence"
+    shutil.copytree(base, path, ignore=shutil.ignore_patterns("*.parquet"))
+    write_llm_settings(str(path), PromptSettings("evidence"))
+    labeler = LLMLabeler(str(path))
+    answer = '{"No Finding": "positive", "Edema": ["negative", "no edema"]}'
+    tokens = labeler.tokenizer(answer, add_special_tokens=False)["input_ids"]
+    steps = [i for i, t in enumerate(tokens) if t in labeler.certainty]
+    assert len(steps) >= 2
+    logits = [[float(i) for i in range(len(labeler.certainty))] for _ in steps]
+    scores = labeler.scores(Completion(tokens, list(zip(steps, logits))), labeler.parse(answer).labels)
+    assert set(scores) == {"No Finding", "Edema"} and all(sorted(s) == [-1, 0, 1] for s in scores.values())
+    by_token = dict(zip(labeler.certainty, logits[0]))
+    for name, shape_of_step in (("No Finding", steps[0]), ("Edema", steps[1])):
+        shape = next(s for s in labeler.certainty_groups if tokens[shape_of_step] in s)
+        assert scores[name] == {code: by_token[t] for t, code in shape.items()}
+
+
+def test_cli_jsonl_carries_an_evidence_model_s_spans_and_logs_its_misses(evidence_labeler, monkeypatch, tmp_path, caplog):
+    import cxrlabel.cli
+    from cxrlabel.cli import main
+
+    reports = {"1": "No pneumothorax.  Small left\npleural effusion.", "2": "Heart size is normal."}
+    answers = {
+        " ".join(reports["1"].split()): '{"Pneumothorax": ["negative", "No pneumothorax"], "Pleural Effusion": ["positive", "left pleural effusion"]}',
+        reports["2"]: '{"No Finding": "positive", "Cardiomegaly": ["negative", "heart is normal"]}',
+    }
+    labeler = evidence_labeler("report", False, answers, monkeypatch)
+    monkeypatch.setattr(cxrlabel.cli, "make_labeler", lambda kind, model: labeler)
+    source = tmp_path / "in.csv"
+    pl.DataFrame({"id": list(reports), "report": list(reports.values())}).write_csv(source)
+    with caplog.at_level(logging.INFO):
+        assert main(["label", "--labeler", "llm", "--model", "x", "--input", str(source), "--output", str(tmp_path / "out.jsonl"), "--format", "jsonl"]) == 0
+    first, second = (json.loads(line) for line in (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines())
+    effusion = first["evidence"]["Pleural Effusion"]
+    assert reports["1"][effusion["start"] : effusion["end"]] == effusion["quote"] == "left\npleural effusion" and effusion["cue"] is None
+    assert first["evidence"]["Pneumothorax"]["quote"] == "No pneumothorax"
+    assert second["evidence"] == {"No Finding": None, "Cardiomegaly": None}  # no quote; a quote the report does not hold
+    assert "evidence: 2 of 4 non-blank labels have a span; 1 quotes were not found" in caplog.text
+
+
+def test_an_evidence_model_decoding_for_real_gives_the_same_labels_and_scores_with_and_without_evidence(base, tmp_path):
+    from cxrlabel.labelers import label_batch
+
+    path = tmp_path / "evidence"
+    shutil.copytree(base, path, ignore=shutil.ignore_patterns("*.parquet"))
+    write_llm_settings(str(path), PromptSettings("evidence", "sentence"))
+    labeler = LLMLabeler(str(path), batch_size=3, max_new_tokens=16)
+    assert labeler.provides_evidence and sorted(set(labeler.certainty.values())) == [-1, 0, 1]
+    texts = ["No pneumothorax. Small left pleural effusion.", "Heart size is normal.", "Possible pneumonia. No pneumothorax."]
+    plain, found = labeler.label_batch(texts), label_batch(labeler, texts, evidence=True)
+    assert [(r.labels, r.scores, r.format_error) for r in plain] == [(r.labels, r.scores, r.format_error) for r in found]
+    for text, result in zip(texts, found):
+        assert set(result.evidence) == {name for name, code in result.labels.items() if code is not None}
+        assert all(e is None or text[e.start : e.end] == e.quote for e in result.evidence.values())
+
+
+@pytest.fixture(scope="module")
+def evidence_tuned(tmp_path_factory):
+    """A micro model of its own (tokenizer trained with the evidence instruction, 256 positions)
+    tuned (300 steps) to the evidence-format completions the instruction tables write for REPORTS."""
+    from cxrlabel.instruct import instruction_table
+    from cxrlabel.io.labels import labels_schema
+
+    path = tmp_path_factory.mktemp("evidence_tuned")
+    prompt = PromptSettings("evidence")
+    reports = pl.DataFrame({"study_id": [str(i) for i in range(len(REPORTS))], "text": REPORTS})
+    labels = pl.DataFrame([{"study_id": str(i), **RuleLabeler().label(r)} for i, r in enumerate(REPORTS)], schema=labels_schema(), orient="row")
+    table = instruction_table(reports, labels, prompt)
+    table.select("prompt", "completion").write_parquet(path / "train.parquet")
+    spec = TinyModelSpec(**(MICRO.__dict__ | {"max_position_embeddings": 256}))
+    build_base_model(str(path / "base"), None, False, REPORTS, table["prompt"].to_list() + table["completion"].to_list(), spec)
+    run_sft(str(path / "base"), str(path / "train.parquet"), str(path / "train.parquet"), str(path / "sft"), sft_settings(300) | {"learning_rate": 3e-3, "save_steps": 300, "max_length": 256}, threads=1)
+    write_llm_settings(str(path / "sft"), prompt)
+    return path / "sft", table
+
+
+def test_a_tuned_evidence_model_quotes_the_report_and_keeps_its_scores(evidence_tuned):
+    """End to end on a model that learned the format: its quotes are placed in the reports, and each
+    label still gets the certainty logits of the step that wrote its word (in either shape)."""
+    from cxrlabel.labelers import label_batch
+
+    model, table = evidence_tuned
+    labeler = LLMLabeler(str(model), batch_size=3, max_new_tokens=64)  # quotes: answers over 40 tokens
+    texts = REPORTS[:4]
+    assert any('["' in completion for completion in table["completion"]) and labeler.prompt_ids(texts[0])[1] is False
+    results = label_batch(labeler, texts, evidence=True)
+    assert [r.labels for r in results] == [RuleLabeler().label(t) for t in texts]  # it learned its training set
+    assert not any(r.format_error for r in results) and sum(r.evidence_miss for r in results) == 0
+    placed = [(t, e) for t, r in zip(texts, results) for e in r.evidence.values() if e is not None]
+    assert len(placed) >= 3 and all(t[e.start : e.end] == e.quote for t, e in placed)
+    for result in results:
+        assert set(result.scores) == {name for name, code in result.labels.items() if code is not None}
+        assert all(max(logits, key=logits.get) == result.labels[name] for name, logits in result.scores.items())

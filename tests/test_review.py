@@ -157,3 +157,12 @@ def test_without_a_judgements_file_the_preferences_job_says_how_to_produce_one(t
     message = str(error.value)
     assert message.startswith("rlhf.human_judgements: data/preferences/radiologist_judgements.csv does not exist")
     assert "review_set" in message and "cxrlabel review --pairs results/review/pairs.csv --judgements data/preferences/radiologist_judgements.csv" in message
+
+
+def test_evidence_format_outputs_show_their_words_and_quotes_as_text(tmp_path):
+    outputs = ['{"Pleural Effusion": ["positive", "<b>left</b> effusion"], "No Finding": "positive"}', '{"Pleural Effusion": "negative"}']
+    blinded_pairs(["s0"], [MALICIOUS], [outputs], max_pairs=1, seed=0).write_csv(tmp_path / "pairs.csv")
+    page = create_app(tmp_path / "pairs.csv", tmp_path / "judgements.csv").test_client().get("/annotate/dr-a").get_data(as_text=True)
+    assert "not a well-formed label set" not in page
+    assert '<q class="quote">&lt;b&gt;left&lt;/b&gt; effusion</q>' in page and "<b>left</b>" not in page
+    assert page.count('<tr class="differs">') == 2  # Pleural Effusion and No Finding

@@ -17,13 +17,15 @@ import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from cxrlabel.io.records import BadInputError
-from cxrlabel.labelers import Labeled, label_batch, make_labeler
+from cxrlabel.labelers import Labeled, label_batch, make_labeler, supports_evidence
 from cxrlabel.observations import CSV_SPELLING, OBSERVATIONS
 
 #: Reports per labeling batch by default. The rule labeler gains ~5% from 64 to 1,024 (the per-batch
 #: cost of building the output columns); the LLM labeler ~3x from 32 to 1,024 (it labels a batch's
 #: distinct sentences once, in length-sorted model batches); docs/benchmarks.md.
 DEFAULT_BATCH_SIZES = {"rule": 1024, "bert": 64, "llm": 1024}
+
+log = logging.getLogger(__name__)
 
 
 def report_texts(batch: pa.RecordBatch, text_columns: list[str]) -> list[str]:
@@ -45,9 +47,11 @@ def json_record(ids: dict[str, str], labeled: Labeled, temperature: float | None
     """One report's JSON line: the input's non-text columns, then ``labels`` (all 14 observations,
     canonical order: 1, 0, -1 or null for blank), ``evidence`` (per non-blank label: ``start``,
     ``end``, ``quote``, ``cue``, ``cue_start``, ``cue_end``, offsets into the text the labeler read,
-    or null where the label has no span, as the rule labeler's No Finding; the whole field is null
-    for a labeler that gives no evidence, today bert and llm), ``confidence`` (per non-blank label,
-    the probability in [0, 1] that it is right: the softmax of the labeler's logits
+    or null where the label has no span: the rule labeler's No Finding, an LLM label answered
+    without a quote or with one the text does not hold; an LLM's evidence has no cue, its ``cue*``
+    are null; the whole field is null for a labeler that gives no evidence: bert, and an llm not
+    tuned to the ``evidence`` completion format), ``confidence`` (per non-blank label, the
+    probability in [0, 1] that it is right: the softmax of the labeler's logits
     (:attr:`Labeled.scores`) divided by ``temperature`` at the label
     (:func:`cxrlabel.evaluation.calibration.confidence`); null where the labeler has no score for
     it: every label of the rule labeler, the LLM's No Finding) and ``calibrated`` (true when the
@@ -82,7 +86,7 @@ def calibration_temperature(labeler_kind: str, model: str | None, calibration: P
     from cxrlabel.evaluation.calibration import Calibration
 
     fitted = Calibration.load(calibration)
-    logging.info("confidences at temperature %.3f (%s: fitted on %d validate labels against their %s labels)", fitted.temperature, calibration, fitted.n_labels, fitted.fitted_on)
+    log.info("confidences at temperature %.3f (%s: fitted on %d validate labels against their %s labels)", fitted.temperature, calibration, fitted.n_labels, fitted.fitted_on)
     return fitted.temperature
 
 
@@ -93,8 +97,11 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
     input order, followed by the 14 observation columns (1.0 / 0.0 / -1.0 / blank).
     ``jsonl``: one JSON object per report, in input order: the input's columns other than the
     text columns (ids, as text), then :func:`json_record`'s ``labels``, ``evidence``,
-    ``confidence`` and ``calibrated`` (the temperature: :func:`calibration_temperature`). Evidence offsets index the text the labeler read: the text columns joined
-    with one space. Memory is bounded by the batch size either way.
+    ``confidence`` and ``calibrated`` (the temperature: :func:`calibration_temperature`).
+    Evidence offsets index the text the labeler read: the text columns joined with one space. An
+    LLM quote the report does not hold (its label's evidence is null) is counted
+    (:attr:`Labeled.evidence_miss`), and the total logged at the end with the number of labels
+    that got a span. Memory is bounded by the batch size either way.
     """
     names = pacsv.open_csv(input_path).schema.names
     if text_columns is None:
@@ -123,6 +130,7 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
     chunks = (record_batch.slice(start, batch_size) for record_batch in reader for start in range(0, record_batch.num_rows, batch_size))
     if output_format == "jsonl":
         temperature = calibration_temperature(labeler_kind, model, calibration)
+        stated = spans = misses = 0
         with open(output_path, "w", encoding="utf-8", newline="\n") as out, progress:
             for chunk in chunks:
                 labeled = label_batch(labeler, report_texts(chunk, text_columns), evidence=True)
@@ -130,6 +138,12 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
                 out.writelines(json.dumps(json_record(row, item, temperature), ensure_ascii=False) + "\n" for row, item in zip(rows, labeled))
                 count += chunk.num_rows
                 progress.update(chunk.num_rows)
+                for item in labeled:
+                    stated += sum(code is not None for code in item.labels.values())
+                    spans += sum(e is not None for e in (item.evidence or {}).values())
+                    misses += item.evidence_miss
+        if supports_evidence(labeler):
+            log.info("evidence: %d of %d non-blank labels have a span; %d quotes were not found in their report (evidence null)", spans, stated, misses)
         return count
     schema = pa.schema([(name, pa.string()) for name in (*names, *OBSERVATIONS)])
     options = pacsv.WriteOptions(quoting_style="needed")
@@ -154,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--batch-size", type=int, help="reports per batch (default: rule and llm 1024, bert 64)")
     label.add_argument("--format", choices=["csv", "jsonl"], default="csv",
                        help="csv (default): the input's columns + the 14 in CheXpert format; jsonl: one object per report with "
-                       "the input's non-text columns, labels, each label's evidence (rule labeler; null for bert/llm) and confidence "
+                       "the input's non-text columns, labels, each label's evidence (rule labeler, and an llm tuned to the "
+                       "evidence completion format; null for bert and other llm models) and confidence "
                        "(bert/llm: probability in [0, 1], calibrated=true with a fitted temperature, see --calibration; null for rule)")
     label.add_argument("--calibration", type=Path, help="the labeler's fitted temperature for --format jsonl confidences (models/<labeler>.calibration.json "
                        "of the calibrate rule; default: <model folder>.calibration.json if it exists, else uncalibrated T = 1)")

@@ -1,9 +1,14 @@
 """The instruction format: prompt text, and labels <-> completion text (the only serializer and parser).
 
-Two completion formats, both JSON objects mapping observation -> certainty word:
+Three completion formats, all JSON objects mapping observation -> certainty word:
 - ``mentioned``: only the observations the report mentions (``{}`` when none);
-- ``full``: all 14 observations in canonical order, unmentioned ones as ``"blank"``.
-``parse_completion(serialize_labels(x, f), f) == x`` for every labelling ``x``.
+- ``full``: all 14 observations in canonical order, unmentioned ones as ``"blank"``;
+- ``evidence``: the mentioned observations, each to ``[certainty word, short verbatim quote]``
+  (the words of the text that show the label), or to the bare word when no words show it
+  (No Finding: decided by the absence of findings). Quotes keep their characters (no
+  JSON escapes of non-ASCII characters).
+``parse_completion(serialize_labels(x, f, q), f)`` gives back ``x`` (and, in the ``evidence``
+format, the non-empty quotes ``q`` of non-blank labels as :attr:`Parsed.quotes`) for every labelling.
 
 Two units of instruction, the text one prompt holds:
 - ``report``: the whole report, labeled as a whole (papers 1 and 2);
@@ -20,8 +25,8 @@ import logging
 import math
 import re
 from collections import Counter
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Literal, get_args
 
 import polars as pl
 
@@ -29,11 +34,17 @@ from cxrlabel.io.labels import labels_schema, read_labels
 from cxrlabel.observations import OBSERVATIONS, Certainty
 from cxrlabel.text import split_sentences
 
+if TYPE_CHECKING:
+    from cxrlabel.labelers.rule import RuleLabeler
+
 log = logging.getLogger(__name__)
 
-CompletionFormat = Literal["mentioned", "full"]
+CompletionFormat = Literal["mentioned", "full", "evidence"]
+COMPLETION_FORMATS: tuple[str, ...] = get_args(CompletionFormat)
 Unit = Literal["report", "sentence"]
 Labels = dict[str, int | None]
+#: observation -> the quote (verbatim words of the prompt's text) that shows its label
+Quotes = dict[str, str]
 
 WORD_TO_CODE: dict[str, int | None] = {c.word: int(c) for c in Certainty} | {"blank": None}
 CODE_TO_WORD: dict[int | None, str] = {code: word for word, code in WORD_TO_CODE.items()}
@@ -41,6 +52,10 @@ CODE_TO_WORD: dict[int | None, str] = {code: word for word, code in WORD_TO_CODE
 ANSWERS: dict[CompletionFormat, str] = {
     "mentioned": "each observation the {unit} mentions to positive, negative or uncertain; leave out the others.",
     "full": "every observation to positive, negative, uncertain or blank (not mentioned).",
+    "evidence": (
+        "each observation the {unit} mentions to a list of its certainty (positive, negative or uncertain) and a short "
+        "verbatim quote of the {unit} that shows it, or to the certainty alone when no words show it; leave out the others."
+    ),
 }
 SUBJECTS: dict[Unit, str] = {"report": "the chest X-ray report", "sentence": "the sentence of a chest X-ray report"}
 
@@ -53,8 +68,9 @@ def instruction(fmt: CompletionFormat, unit: Unit = "report") -> str:
 INSTRUCTION_SCHEMA = {"study_id": pl.String, "prompt": pl.String, "completion": pl.String}
 #: ``study_id`` prefix of training instances from perturbed copies (:func:`perturbed_instructions`)
 PERTURBED_PREFIX = "perturbed-"
-# Salvages "Observation": "word" pairs from a malformed (e.g. truncated) completion.
-PAIR = re.compile(r'"(?P<name>[^"]+)"\s*:\s*"(?P<word>[a-z]+)"')
+# Salvages "Observation": "word" and "Observation": ["word", "quote"] pairs from a malformed (e.g.
+# truncated) completion; the quote is optional (cut off, or the bare-word shape).
+PAIR = re.compile(r'"(?P<name>[^"]+)"\s*:\s*(?P<list>\[\s*)?"(?P<word>[a-z]+)"(?(list)\s*,\s*"(?P<quote>(?:[^"\\]|\\.)*)")?')
 
 
 @dataclass(frozen=True)
@@ -74,10 +90,12 @@ class PromptSettings:
 
 @dataclass(frozen=True)
 class Parsed:
-    """A parsed completion; ``error`` says what was wrong with it (None when well-formed)."""
+    """A parsed completion; ``error`` says what was wrong with it (None when well-formed).
+    ``quotes``: in the ``evidence`` format, the quote given with each non-blank label that has one."""
 
     labels: Labels
     error: str | None = None
+    quotes: Quotes = field(default_factory=dict)
 
 
 def build_prompt(text: str, fmt: CompletionFormat, unit: Unit = "report") -> str:
@@ -95,37 +113,75 @@ def units_of(text: str, unit: Unit) -> list[str]:
     return [text] if unit == "report" else split_sentences(text)
 
 
-def serialize_labels(labels: Labels, fmt: CompletionFormat) -> str:
-    """The completion text for ``labels`` (observation -> 1/0/-1/None) in format ``fmt``."""
+def serialize_labels(labels: Labels, fmt: CompletionFormat, quotes: Quotes | None = None) -> str:
+    """The completion text for ``labels`` (observation -> 1/0/-1/None) in format ``fmt``; in the
+    ``evidence`` format a non-blank label with a non-empty quote in ``quotes`` is written
+    ``[word, quote]``, one without as the bare word (other formats ignore ``quotes``)."""
+    pairs: dict[str, str | list[str]]
     if fmt == "full":
         pairs = {name: CODE_TO_WORD[labels.get(name)] for name in OBSERVATIONS}
     else:
         pairs = {name: CODE_TO_WORD[labels[name]] for name in OBSERVATIONS if labels.get(name) is not None}
-    return json.dumps(pairs, separators=(", ", ": "))
+    if fmt == "evidence" and quotes:
+        pairs = {name: [word, quotes[name]] if quotes.get(name) else word for name, word in pairs.items()}
+    return json.dumps(pairs, separators=(", ", ": "), ensure_ascii=False)
+
+
+def _salvaged_quote(raw: str | None) -> str | None:
+    """A salvaged quote's text (its JSON escapes undone), or None where it is not a JSON string."""
+    if raw is None:
+        return None
+    try:
+        quote = json.loads(f'"{raw}"')
+    except json.JSONDecodeError:
+        return None
+    return quote or None
 
 
 def parse_completion(text: str, fmt: CompletionFormat) -> Parsed:
     """Labels from a completion; a malformed one yields the pairs that could be salvaged and an error.
 
     Well-formed means: one JSON object, keys are observation names, values are
-    certainty words (``blank`` only in the ``full`` format), and in the ``full`` format all
-    14 keys are present. Text after the object is ignored.
+    certainty words (``blank`` only in the ``full`` format; in the ``evidence`` format also
+    ``[word, quote]`` lists, the quote a string), and in the ``full`` format all 14 keys are
+    present. Any other value (a number, a list in another format or of another shape, an object)
+    is an invalid value: that observation stays blank, and no value ever raises. Text after the
+    object is ignored.
     """
+    quoting = fmt == "evidence"
     start = text.find("{")
     try:
         obj, _ = json.JSONDecoder().raw_decode(text, start) if start >= 0 else (None, 0)
     except json.JSONDecodeError:
         obj = None
     if not isinstance(obj, dict):
-        salvaged = {m["name"]: WORD_TO_CODE[m["word"]] for m in PAIR.finditer(text) if m["name"] in OBSERVATIONS and m["word"] in WORD_TO_CODE}
-        return Parsed({name: salvaged.get(name) for name in OBSERVATIONS}, "not a JSON object")
+        salvaged: Labels = {}
+        quotes: Quotes = {}
+        for m in PAIR.finditer(text):  # a repeated observation: the last pair wins, as in a JSON object
+            if m["name"] in OBSERVATIONS and m["word"] in WORD_TO_CODE:
+                salvaged[m["name"]] = WORD_TO_CODE[m["word"]]
+                quotes.pop(m["name"], None)
+                if quoting and salvaged[m["name"]] is not None and (quote := _salvaged_quote(m["quote"])):
+                    quotes[m["name"]] = quote
+        return Parsed({name: salvaged.get(name) for name in OBSERVATIONS}, "not a JSON object", quotes)
     allowed = WORD_TO_CODE if fmt == "full" else {w: c for w, c in WORD_TO_CODE.items() if c is not None}
+
+    def word_and_quote(value: object) -> tuple[str | None, str | None]:
+        """The certainty word of a well-formed value and its quote (None where there is none)."""
+        if isinstance(value, str):
+            return (value, None) if value in allowed else (None, None)
+        if quoting and isinstance(value, list) and len(value) == 2 and all(isinstance(v, str) for v in value) and value[0] in allowed:
+            return value[0], value[1] or None
+        return None, None
+
+    decoded = {name: word_and_quote(value) for name, value in obj.items() if name in OBSERVATIONS}
     problems = [f"unknown observation {k!r}" for k in obj if k not in OBSERVATIONS]
-    problems += [f"{k}: invalid value {v!r}" for k, v in obj.items() if k in OBSERVATIONS and v not in allowed]
+    problems += [f"{k}: invalid value {obj[k]!r}" for k, (word, _) in decoded.items() if word is None]
     if fmt == "full" and (missing := [name for name in OBSERVATIONS if name not in obj]):
         problems.append(f"missing {missing}")
-    labels = {name: allowed.get(obj.get(name)) if isinstance(obj.get(name), str) else None for name in OBSERVATIONS}
-    return Parsed(labels, "; ".join(problems) or None)
+    labels = {name: allowed[decoded[name][0]] if decoded.get(name, (None,))[0] is not None else None for name in OBSERVATIONS}
+    quotes = {name: quote for name, (word, quote) in decoded.items() if quote is not None and labels[name] is not None}
+    return Parsed(labels, "; ".join(problems) or None, quotes)
 
 
 def unit_table(reports: pl.DataFrame, unit: Unit) -> pl.DataFrame:
@@ -139,11 +195,56 @@ def unit_table(reports: pl.DataFrame, unit: Unit) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={"study_id": pl.String, "position": pl.Int32, "text": pl.String}, orient="row")
 
 
+def quote_text(quote: str, prompt: PromptSettings) -> str:
+    """``quote`` as the prompt shows it: whitespace runs collapsed to one space (as :func:`build_prompt`
+    collapses the text), lower-cased where the model reads lower case."""
+    collapsed = " ".join(quote.split())
+    return collapsed.lower() if prompt.lowercase else collapsed
+
+
+def rule_quotes(rule: RuleLabeler, text: str, labels: Labels, prompt: PromptSettings) -> Quotes:
+    """The quotes of an ``evidence``-format training completion: per non-blank label of ``labels``,
+    the rule labeler's evidence on the same ``text``, from the mention or its cue, whichever comes
+    first, to the end of the other ("No pleural effusion", "heart size is normal": the words that
+    show the class, not only the observation), as the prompt shows it (:func:`quote_text`); only
+    where the rule labeler's class is the training label's (a silver label the rules disagree
+    with, and No Finding, get the bare word)."""
+    found = rule.label_with_evidence(text)
+    quotes: Quotes = {}
+    for name in OBSERVATIONS:
+        code = labels.get(name)
+        evidence = (found.evidence or {}).get(name)
+        if code is None or evidence is None or found.labels[name] != code:
+            continue
+        start, end = evidence.start, evidence.end
+        if evidence.cue_start is not None and evidence.cue_end is not None:
+            start, end = min(start, evidence.cue_start), max(end, evidence.cue_end)
+        if quote := quote_text(text[start:end], prompt):
+            quotes[name] = quote
+    return quotes
+
+
+def completion_of(text: str, labels: Labels, prompt: PromptSettings, rule: RuleLabeler | None) -> str:
+    """The training completion for ``labels`` of ``text``: with the rule labeler's quotes in the
+    ``evidence`` format (``rule`` given), the bare serialization otherwise."""
+    quotes = rule_quotes(rule, text, labels, prompt) if prompt.format == "evidence" and rule is not None else None
+    return serialize_labels(labels, prompt.format, quotes)
+
+
+def quoting_rule(prompt: PromptSettings) -> RuleLabeler | None:
+    """The rule labeler whose evidence quotes an ``evidence``-format completion (None for the other formats)."""
+    from cxrlabel.labelers.rule import RuleLabeler
+
+    return RuleLabeler() if prompt.format == "evidence" else None
+
+
 def instruction_table(reports: pl.DataFrame, labels: pl.DataFrame, prompt: PromptSettings) -> pl.DataFrame:
-    """``study_id, prompt, completion`` for every report that has labels, in report order."""
+    """``study_id, prompt, completion`` for every report that has labels, in report order (in the
+    ``evidence`` format, with the rule labeler's quotes: :func:`rule_quotes`)."""
     joined = reports.select("study_id", "text").join(labels, on="study_id", how="inner", maintain_order="left")
+    rule = quoting_rule(prompt)
     rows = [
-        {"study_id": row["study_id"], "prompt": prompt.build(row["text"]), "completion": serialize_labels(row, prompt.format)}
+        {"study_id": row["study_id"], "prompt": prompt.build(row["text"]), "completion": completion_of(row["text"], row, prompt, rule)}
         for row in joined.iter_rows(named=True)
     ]
     return pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA)
@@ -157,8 +258,9 @@ def sentence_instruction_table(reports: pl.DataFrame, prompt: PromptSettings) ->
     from cxrlabel.labelers.rule import RuleLabeler
 
     rule = RuleLabeler()
+    quoting = rule if prompt.format == "evidence" else None  # the rule labeler quotes its own labels
     rows = [
-        {"study_id": study_id, "prompt": prompt.build(sentence), "completion": serialize_labels(rule.sentence_labels(sentence), prompt.format)}
+        {"study_id": study_id, "prompt": prompt.build(sentence), "completion": completion_of(sentence, rule.sentence_labels(sentence), prompt, quoting)}
         for study_id, text in zip(reports["study_id"], reports["text"])
         for sentence in split_sentences(text)
     ]
@@ -213,6 +315,7 @@ def perturbed_instructions(reports: pl.DataFrame, labels: pl.DataFrame, names: l
     from cxrlabel.perturb import perturb_reports
 
     rule = RuleLabeler()
+    quoting = rule if prompt.format == "evidence" else None  # the rule labeler quotes its own labels
     by_id = {row["study_id"]: row for row in labels.iter_rows(named=True)}
     rows = []
     for name in names:
@@ -223,11 +326,11 @@ def perturbed_instructions(reports: pl.DataFrame, labels: pl.DataFrame, names: l
             copy_id = f"{PERTURBED_PREFIX}{name}-{study_id}"
             if prompt.unit == "sentence":
                 seen = set(split_sentences(clean))
-                rows += [(copy_id, prompt.build(s), serialize_labels(rule.sentence_labels(s), prompt.format)) for s in split_sentences(text) if s not in seen]
+                rows += [(copy_id, prompt.build(s), completion_of(s, rule.sentence_labels(s), prompt, quoting)) for s in split_sentences(text) if s not in seen]
             else:
                 flipped = rule.label(text) if flips else {}
                 copy_labels = by_id[study_id] | {observation: flipped[observation] for observation in flips}
-                rows.append((copy_id, prompt.build(text), serialize_labels(copy_labels, prompt.format)))
+                rows.append((copy_id, prompt.build(text), completion_of(text, copy_labels, prompt, quoting)))
     return pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA, orient="row")
 
 

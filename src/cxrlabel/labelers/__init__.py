@@ -33,7 +33,8 @@ class Evidence:
 
 
 #: Per non-blank observation, the evidence of its label, or None where the label has no span
-#: (the rule labeler's No Finding: decided by the absence of findings, not by any text).
+#: (the rule labeler's No Finding: decided by the absence of findings, not by any text; an LLM
+#: label answered without a quote, or with one the report does not hold).
 EvidenceMap = Mapping[str, Evidence | None]
 
 #: Per non-blank observation, the labeler's uncalibrated logit for each class it chose between
@@ -48,6 +49,8 @@ class Labeled:
     """One report's labels, and how they came about: an LLM's output may be malformed (and a
     fallback used); a report may be longer than the labeler reads (truncated). ``evidence`` is
     None unless the labeler was asked for it and provides it (:func:`supports_evidence`);
+    ``evidence_miss`` counts the labels whose evidence the labeler gave but could not place in the
+    text (an LLM's quote found nowhere in the report: that label's evidence is None);
     ``scores`` is None for a labeler that has none (the rule labeler)."""
 
     labels: Labels
@@ -56,12 +59,14 @@ class Labeled:
     truncated: bool = False
     evidence: EvidenceMap | None = None
     scores: ScoreMap | None = None
+    evidence_miss: int = 0
 
 
 class Labeler(Protocol):
     """Labels a batch of report texts. A labeler that can say which text decided each label has a
     true ``provides_evidence`` attribute and accepts ``label_batch(texts, evidence=True)``, which
-    fills :attr:`Labeled.evidence`; today only the rule labeler does."""
+    fills :attr:`Labeled.evidence`: the rule labeler, and an LLM labeler tuned to the ``evidence``
+    completion format."""
 
     name: str
 

@@ -10,6 +10,11 @@
 - Scores: at the step a greedy completion writes a certainty word, the logits of every certainty
   word the format allows are kept; the label of the key before it gets them
   (:attr:`Labeled.scores`, calibrated into a confidence downstream).
+- Evidence (a model tuned to the ``evidence`` format, ``label_batch(texts, evidence=True)``): each
+  label's quote is placed in the report as given (:func:`_locate`: verbatim, else tolerant to
+  whitespace runs, and to case where the model reads lower case; a sentence-unit label's quote is
+  sought first in the sentence that decided it). A quote the report does not hold gets no span and
+  is counted (:attr:`Labeled.evidence_miss`). The labels are the same with and without evidence.
 - Sampling (preference and review candidates) decodes the same way, each candidate with its own
   seeded generator, so that its samples do not depend on batching or sharding.
 - A report whose prompt would not fit the model's context (with room for the answer) keeps
@@ -35,8 +40,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from cxrlabel.instruct import WORD_TO_CODE, CompletionFormat, Parsed, PromptSettings, parse_completion, serialize_labels, units_of
-from cxrlabel.labelers import Labeled, Labels, ScoreMap
+from cxrlabel.labelers import Evidence, EvidenceMap, Labeled, Labels, ScoreMap
 from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
+from cxrlabel.text import sentence_spans
 
 log = logging.getLogger(__name__)
 
@@ -94,15 +100,54 @@ def candidate_seed(seed: int, prompt: Sequence[int], candidate: int) -> int:
     return int.from_bytes(digest, "big") >> 1
 
 
-def certainty_tokens(tokenizer: PreTrainedTokenizerBase, fmt: CompletionFormat) -> dict[int, int | None]:
-    """The token that decides which certainty word a completion of format ``fmt`` writes (the first
-    token at which the completions giving one observation each word differ), mapped to the word's
-    label code. Empty if two words share it: then no logits tell the words apart."""
+def certainty_shapes(tokenizer: PreTrainedTokenizerBase, fmt: CompletionFormat) -> list[dict[int, int | None]]:
+    """Per shape in which format ``fmt`` writes a certainty word (the bare word; in the ``evidence``
+    format also ``[word, quote]``), the token that decides which word it is (the first token at
+    which the completions giving one observation each word differ), mapped to the word's label
+    code. Empty if two words share it in some shape, or if one token means two words in two
+    shapes: then no logits tell the words apart."""
     codes = [code for code in WORD_TO_CODE.values() if code is not None or fmt == "full"]
-    sequences = [tokenizer(serialize_labels({OBSERVATIONS[0]: code}, fmt), add_special_tokens=False)["input_ids"] for code in codes]
-    at = next((i for i, column in enumerate(zip(*sequences)) if len(set(column)) > 1), None)
-    deciding = [ids[at] for ids in sequences] if at is not None else []
-    return dict(zip(deciding, codes)) if len(set(deciding)) == len(codes) else {}
+    quoted: list[dict[str, str] | None] = [None, {OBSERVATIONS[0]: "x"}] if fmt == "evidence" else [None]
+    shapes: list[dict[int, int | None]] = []
+    for quotes in quoted:
+        sequences = [tokenizer(serialize_labels({OBSERVATIONS[0]: code}, fmt, quotes), add_special_tokens=False)["input_ids"] for code in codes]
+        at = next((i for i, column in enumerate(zip(*sequences)) if len(set(column)) > 1), None)
+        deciding = [ids[at] for ids in sequences] if at is not None else []
+        if len(set(deciding)) != len(codes):
+            return []
+        shapes.append(dict(zip(deciding, codes)))
+    merged: dict[int, int | None] = {}
+    for shape in shapes:
+        if any(merged.get(token, code) != code for token, code in shape.items()):
+            return []
+        merged |= shape
+    return shapes
+
+
+def certainty_tokens(tokenizer: PreTrainedTokenizerBase, fmt: CompletionFormat) -> dict[int, int | None]:
+    """Every token that decides a certainty word in some shape of format ``fmt``
+    (:func:`certainty_shapes`, merged), mapped to the word's label code; empty if they do not
+    tell the words apart."""
+    merged: dict[int, int | None] = {}
+    for shape in certainty_shapes(tokenizer, fmt):
+        merged |= shape
+    return merged
+
+
+def _locate(text: str, quote: str, start: int = 0, end: int | None = None, lowercase: bool = False) -> tuple[int, int] | None:
+    """Where ``quote`` lies in ``text[start:end]``, as ``[start, end)`` offsets into ``text``: the
+    first verbatim occurrence, else the first match that lets each whitespace run of the quote be
+    any whitespace run of the text (the prompt collapsed them), ignoring case where the model
+    reads lower case; None where there is none (and for a quote without a word)."""
+    end = len(text) if end is None else end
+    words = quote.split()
+    if not words:
+        return None
+    at = text.find(quote, start, end)
+    if at >= 0:
+        return at, at + len(quote)
+    match = re.compile(r"\s+".join(map(re.escape, words)), re.IGNORECASE if lowercase else 0).search(text, start, end)
+    return match.span() if match else None
 
 
 @dataclass(frozen=True)
@@ -148,7 +193,10 @@ class LLMLabeler:
         self.context = self.model.config.max_position_embeddings
         self.prefix = shared_prefix(self.tokenizer, self.prompt)
         self._prefix_cache: DynamicCache | None = None
+        self.certainty_groups = certainty_shapes(self.tokenizer, self.prompt.format)
         self.certainty = certainty_tokens(self.tokenizer, self.prompt.format)
+        #: whether ``label_batch(texts, evidence=True)`` places each label's quote in the report
+        self.provides_evidence = self.prompt.format == "evidence"
         if not self.certainty:
             log.warning("%s: the certainty words share their first token: labels get no scores", name)
 
@@ -181,15 +229,42 @@ class LLMLabeler:
     def scores(self, completion: Completion, labels: Labels) -> dict[str, dict[int | None, float]]:
         """Per non-blank label of a completion, the certainty words' logits at the step that wrote
         its word: the word must follow the label's key and be the label's (a salvaged or repeated
-        key gets none)."""
-        codes = list(self.certainty.values())
+        key gets none). Where the format writes the word in several shapes (bare or quoted), the
+        logits are those of the written token's shape's tokens."""
         found: dict[str, dict[int | None, float]] = {}
         for step, logits in completion.choices:
             keys = list(KEY.finditer(self.tokenizer.decode(completion.tokens[:step], skip_special_tokens=True)))
             name = keys[-1]["name"] if keys else None
-            if name in OBSERVATIONS and labels[name] is not None and labels[name] == self.certainty[completion.tokens[step]] and name not in found:
-                found[name] = dict(zip(codes, logits))
+            token = completion.tokens[step]
+            if name in OBSERVATIONS and labels[name] is not None and labels[name] == self.certainty[token] and name not in found:
+                by_token = dict(zip(self.certainty, logits))
+                shape = next(group for group in self.certainty_groups if token in group)
+                found[name] = {code: by_token[t] for t, code in shape.items()}
         return found
+
+    def evidence(self, text: str, labels: Labels, parsed: Sequence[Parsed]) -> tuple[EvidenceMap, int]:
+        """Per non-blank label of the report ``text``, the span of the quote its deciding unit gave
+        (the first unit of the label's class, as :func:`combine_scores` takes), and how many
+        quotes the report does not hold. A sentence's quote is sought in that sentence first, then
+        anywhere in the report; a label without a quote (a bare word, a sentence-unit No Finding)
+        has no span and is no miss."""
+        spans = sentence_spans(text) if self.prompt.unit == "sentence" else [(0, len(text))]
+        found: dict[str, Evidence | None] = {}
+        misses = 0
+        for name, code in labels.items():
+            if code is None:
+                continue
+            deciding = next((i for i, unit in enumerate(parsed) if unit.labels.get(name) == code), None)
+            quote = parsed[deciding].quotes.get(name) if deciding is not None else None
+            found[name] = None
+            if not quote:
+                continue
+            span = _locate(text, quote, *spans[deciding], lowercase=self.prompt.lowercase) or _locate(text, quote, lowercase=self.prompt.lowercase)
+            if span is None:
+                misses += 1
+            else:
+                found[name] = Evidence(span[0], span[1], text[span[0] : span[1]])
+        return found, misses
 
     def sample(self, prompts: Sequence[list[int]], n: int, temperature: float, seed: int) -> list[list[str]]:
         """``n`` completions per prompt sampled at ``temperature`` from the whole distribution (no
@@ -300,7 +375,9 @@ class LLMLabeler:
                 batches.append([i])
         return batches
 
-    def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
+    def label_batch(self, texts: Sequence[str], evidence: bool = False) -> list[Labeled]:
+        """The labels of each report (with their scores); with ``evidence`` (an ``evidence``-format
+        model only), each label's quote placed in the report too: the same labels, one decoding."""
         units = [self.units(text) for text in texts]
         distinct = list(dict.fromkeys(unit for report in units for unit in report))
         prompts, truncated = zip(*(self.prompt_ids(unit) for unit in distinct)) if distinct else ((), ())
@@ -309,11 +386,12 @@ class LLMLabeler:
         scored = {unit: self.scores(completion, parsed[unit].labels) for unit, completion in zip(distinct, completions)}
         cut = dict(zip(distinct, truncated))
         results = []
-        for report in units:
+        for text, report in zip(texts, units):
             errors = any(parsed[unit].error is not None for unit in report)
             labels = self.combine([parsed[unit] for unit in report])
             scores = combine_scores(labels, [(parsed[unit].labels, scored[unit]) for unit in report])
-            results.append(Labeled(labels, format_error=errors, fallback_used=errors, truncated=any(cut[unit] for unit in report), scores=scores))
+            found, misses = self.evidence(text, labels, [parsed[unit] for unit in report]) if evidence and self.provides_evidence else (None, 0)
+            results.append(Labeled(labels, format_error=errors, fallback_used=errors, truncated=any(cut[unit] for unit in report), evidence=found, scores=scores, evidence_miss=misses))
         return results
 
 

@@ -33,9 +33,21 @@ MAX_COMMENT = 2000
 
 
 def label_rows(a: Parsed, b: Parsed) -> list[dict[str, object]]:
-    """One row per observation: the certainty word in each output (blank: empty), and whether they differ."""
+    """One row per observation: the certainty word in each output (blank: empty), the quote an
+    ``evidence``-format output gave for it (empty where none), and whether the words differ."""
     word = {**CODE_TO_WORD, None: ""}
-    return [{"observation": name, "a": word[a.labels[name]], "b": word[b.labels[name]], "differs": a.labels[name] != b.labels[name]} for name in OBSERVATIONS]
+    return [
+        {"observation": name, "a": word[a.labels[name]], "b": word[b.labels[name]], "quote_a": a.quotes.get(name, ""), "quote_b": b.quotes.get(name, ""),
+         "differs": a.labels[name] != b.labels[name]}
+        for name in OBSERVATIONS
+    ]
+
+
+def parse_output(output: str) -> Parsed:
+    """A candidate output of any completion format: parsed as the ``evidence`` format, whose values
+    are bare words or ``[word, quote]`` for any subset of the observations (``mentioned`` and
+    ``evidence`` outputs parse without error; ``full`` ones too, but for their ``blank`` values)."""
+    return parse_completion(output, "evidence")
 
 
 def malformed(parsed: Parsed) -> str | None:
@@ -77,7 +89,7 @@ def create_app(pairs_path: str | Path, judgements_path: str | Path) -> Flask:
         if not pending:
             return render_template("done.html", annotator=annotator, n_pairs=len(pairs), judgements=str(judgements_path))
         pair = pending[0]
-        a, b = (parse_completion(pair[side], "mentioned") for side in ("output_a", "output_b"))  # "mentioned": any subset of keys
+        a, b = (parse_output(pair[side]) for side in ("output_a", "output_b"))
         return render_template(
             "pair.html", annotator=annotator, pair=pair, rows=label_rows(a, b), malformed_a=malformed(a), malformed_b=malformed(b),
             position=len(pairs) - len(pending) + 1, n_pairs=len(pairs), token=token, choices=CHOICES,

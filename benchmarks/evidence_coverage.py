@@ -45,6 +45,22 @@ reports = pl.read_parquet(args.reports, columns=["study_id", "split", "text"])
 texts = reports.filter(pl.col("split") == args.split)["text"].to_list()
 
 
+def span_counts(texts: list[str], labeled: list) -> dict[str, dict[str, int]]:
+    """Per observation: its non-blank labels, those with a span (each checked: ``text[start:end] == quote``) and those with a cue."""
+    counts = {name: {"labels": 0, "span": 0, "cue": 0} for name in OBSERVATIONS}
+    for text, item in zip(texts, labeled):
+        for name in OBSERVATIONS:
+            if item.labels[name] is None:
+                continue
+            counts[name]["labels"] += 1
+            evidence = item.evidence[name]
+            if evidence is not None:
+                assert text[evidence.start:evidence.end] == evidence.quote and evidence.quote
+                counts[name]["span"] += 1
+                counts[name]["cue"] += evidence.cue is not None
+    return counts
+
+
 def llm_coverage(model: str) -> None:
     from cxrlabel.labelers import label_batch, supports_evidence
     from cxrlabel.labelers.llm import LLMLabeler
@@ -56,16 +72,7 @@ def llm_coverage(model: str) -> None:
     start = time.perf_counter()
     labeled = label_batch(labeler, chosen, evidence=True)
     seconds = time.perf_counter() - start
-    tally = {name: {"labels": 0, "span": 0} for name in OBSERVATIONS}
-    for text, item in zip(chosen, labeled):
-        for name in OBSERVATIONS:
-            if item.labels[name] is None:
-                continue
-            tally[name]["labels"] += 1
-            evidence = item.evidence[name]
-            if evidence is not None:
-                assert text[evidence.start:evidence.end] == evidence.quote and evidence.quote
-                tally[name]["span"] += 1
+    tally = span_counts(chosen, labeled)
     misses = sum(item.evidence_miss for item in labeled)
     labels, spans = sum(c["labels"] for c in tally.values()), sum(c["span"] for c in tally.values())
     print(f"\n{model} ({labeler.prompt.unit} unit{', lower case' if labeler.prompt.lowercase else ''}): {len(chosen)} reports of split {args.split} "
@@ -85,17 +92,7 @@ plain = labeler.label_batch(texts)
 labeled = labeler.label_batch(texts, evidence=True)
 assert [item.labels for item in plain] == [item.labels for item in labeled], "labels differ with evidence"
 
-counts = {name: {"labels": 0, "span": 0, "cue": 0} for name in OBSERVATIONS}
-for text, item in zip(texts, labeled):
-    for name in OBSERVATIONS:
-        if item.labels[name] is None:
-            continue
-        counts[name]["labels"] += 1
-        evidence = item.evidence[name]
-        if evidence is not None:
-            assert text[evidence.start:evidence.end] == evidence.quote and evidence.quote
-            counts[name]["span"] += 1
-            counts[name]["cue"] += evidence.cue is not None
+counts = span_counts(texts, labeled)
 
 
 def share(part: int, whole: int) -> str:

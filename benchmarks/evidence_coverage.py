@@ -17,6 +17,10 @@ of the same reports (the first ``--limit`` where given), with evidence: per obse
 non-blank labels, those whose quote was placed in the report (a span, ``text[start:end] == quote``
 checked), those whose quote the report does not hold (misses, :attr:`Labeled.evidence_miss`) and
 those answered with the bare word; and the time the labeling took (one pass, evidence included).
+Each model is run twice, side by side: with its quotes copied from the unit's text (the default,
+``LLMLabeler(copy_quotes=True)``) and written freely; the report x observation labels on which
+the two differ are counted; with ``--gold LABELS_PARQUET`` (the ingested expert labels), each
+run's positive F1 against them too (macro over the observations the split has positives of).
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ parser.add_argument("--repeats", type=int, default=5)
 parser.add_argument("--model", action="append", default=[], help="an evidence-format LLM labeler's folder (repeatable)")
 parser.add_argument("--limit", type=int, help="label only the first N reports of the split with each --model")
 parser.add_argument("--batch-size", type=int, default=256, help="the LLM labeler's batch size")
+parser.add_argument("--gold", help="expert labels (labels_gold.parquet): each --model run's positive F1 against them")
 parser.add_argument("--max-new-tokens", type=int, default=256, help="the LLM labeler's answer room (quotes make answers longer)")
 args = parser.parse_args()
 
@@ -61,11 +66,11 @@ def span_counts(texts: list[str], labeled: list) -> dict[str, dict[str, int]]:
     return counts
 
 
-def llm_coverage(model: str) -> None:
+def llm_coverage(model: str, copy_quotes: bool) -> list:
     from cxrlabel.labelers import label_batch, supports_evidence
     from cxrlabel.labelers.llm import LLMLabeler
 
-    labeler = LLMLabeler(model, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens)
+    labeler = LLMLabeler(model, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, copy_quotes=copy_quotes)
     if not supports_evidence(labeler):
         raise SystemExit(f"{model}: its completion format is {labeler.prompt.format!r}, not 'evidence': it gives no quotes")
     chosen = texts[: args.limit] if args.limit else texts
@@ -75,8 +80,9 @@ def llm_coverage(model: str) -> None:
     tally = span_counts(chosen, labeled)
     misses = sum(item.evidence_miss for item in labeled)
     labels, spans = sum(c["labels"] for c in tally.values()), sum(c["span"] for c in tally.values())
-    print(f"\n{model} ({labeler.prompt.unit} unit{', lower case' if labeler.prompt.lowercase else ''}): {len(chosen)} reports of split {args.split} "
-          f"in {seconds:.1f} s ({len(chosen) / seconds:.1f} reports/s, evidence included), {sum(i.format_error for i in labeled)} format errors")
+    print(f"\n{model} ({labeler.prompt.unit} unit{', lower case' if labeler.prompt.lowercase else ''}; quotes {'copied' if copy_quotes else 'written freely'}): "
+          f"{len(chosen)} reports of split {args.split} in {seconds:.1f} s ({len(chosen) / seconds:.1f} reports/s, evidence included), "
+          f"{sum(i.format_error for i in labeled)} format errors")
     print("| observation | non-blank labels | with a span | coverage |\n| --- | ---: | ---: | ---: |")
     for name, c in tally.items():
         print(f"| {name} | {c['labels']} | {c['span']} | {share(c['span'], c['labels'])} |")
@@ -86,6 +92,21 @@ def llm_coverage(model: str) -> None:
     print(f"| all 14 | {labels} | {spans} | {share(spans, labels)} |")
     print(f"quotes not found in their report (misses): {misses} ({share(misses, labels)} of the non-blank labels); "
           f"labels answered without a quote: {labels - spans - misses}")
+    if args.gold:
+        print(f"positive F1 against {args.gold}: {positive_f1(chosen, labeled):.3f}")
+    return labeled
+
+
+def positive_f1(chosen: list[str], labeled: list) -> float:
+    """Macro positive F1 of ``labeled`` (the first ``len(chosen)`` reports of the split) against ``--gold``."""
+    from cxrlabel.evaluation.metrics import label_matrix, mean_ignoring_nan, positive_f1_by_observation
+    from cxrlabel.io.labels import read_labels
+    from cxrlabel.predict import labeled_frame
+
+    ids = reports.filter(pl.col("split") == args.split)["study_id"][: len(chosen)]
+    gold = read_labels(args.gold)[0].filter(pl.col("study_id").is_in(ids.to_list()))
+    g, p, _ = label_matrix(gold, pl.concat([ids.to_frame(), labeled_frame(labeled)], how="horizontal"))
+    return mean_ignoring_nan(positive_f1_by_observation(g, p))
 
 labeler = RuleLabeler()
 plain = labeler.label_batch(texts)
@@ -123,4 +144,6 @@ for name, wall in best.items():
 print(f"  evidence costs {100 * (best['with evidence'] / best['without evidence'] - 1):.0f}% more time")
 
 for model in args.model:
-    llm_coverage(model)
+    free, copied = (llm_coverage(model, copy_quotes) for copy_quotes in (False, True))
+    differ = sum(a.labels[name] != b.labels[name] for a, b in zip(free, copied) for name in OBSERVATIONS)
+    print(f"\n{model}: labels that differ between free and copied quotes: {differ} of {len(free) * len(OBSERVATIONS)} report x observation cells")

@@ -250,7 +250,7 @@ def test_a_sentence_unit_labeler_labels_each_distinct_sentence_once_and_aggregat
     answers = {"No pneumothorax.": '{"Pneumothorax": "negative"}', "Small left pleural effusion.": '{"Pleural Effusion": "positive"}', "Possible pneumonia.": '{"Pneumonia": "uncertain", "Pleural Effusion": "negative"}'}
     prompted = []
 
-    def complete(prompts, generators, temperature):  # the real decoding is covered above; here: which prompts, and how answers combine
+    def complete(prompts, generators, temperature, sources=None):  # the real decoding is covered above; here: which prompts, and how answers combine
         texts = [labeler.tokenizer.decode(p).rsplit("Sentence: ", 1)[1].removesuffix("\n\nLabels:\n") for p in prompts]
         prompted.extend(texts)
         return [Completion(labeler.tokenizer(answers[t], add_special_tokens=False)["input_ids"], []) for t in texts]
@@ -356,7 +356,7 @@ def evidence_labeler(base, tmp_path):
         labeler.context = 1024  # the model never runs here: the longer instruction need not fit its 128 positions
         label = f"{unit.capitalize()}: "
 
-        def complete(prompts, generators, temperature):
+        def complete(prompts, generators, temperature, sources=None):
             texts = [labeler.tokenizer.decode(p).rsplit(label, 1)[1].removesuffix("\n\nLabels:\n") for p in prompts]
             return [Completion(labeler.tokenizer(answers[t], add_special_tokens=False)["input_ids"], []) for t in texts]
 
@@ -531,3 +531,42 @@ def test_a_tuned_evidence_model_quotes_the_report_and_keeps_its_scores(evidence_
     for result in results:
         assert set(result.scores) == {name for name, code in result.labels.items() if code is not None}
         assert all(max(logits, key=logits.get) == result.labels[name] for name, logits in result.scores.items())
+
+
+def test_quote_fits_checks_only_the_quote_a_token_writes_into_or_closes():
+    from cxrlabel.labelers.llm import quote_fits
+
+    source = "the heart is again mildly enlarged."
+    opened = '{"Cardiomegaly": ["positive", "heart is'
+    assert quote_fits(opened, opened + " again", source) and not quote_fits(opened, opened + " mildly", source)
+    assert quote_fits(opened, opened + '"]}', source) and quote_fits(opened, opened + '"', source)  # closing a substring
+    assert not quote_fits(opened, opened + '",', source) and not quote_fits(opened + '"', opened + '", "', source)  # then only "]"
+    assert not quote_fits(opened + '"', opened + '" ', source) and not quote_fits(opened + '"', opened + '"]**', source)
+    assert quote_fits(opened + '"', opened + '"]', source) and quote_fits(opened + '"]', opened + '"], "', source)
+    assert not quote_fits(opened + '"], "', opened + '"], ""]}', source) and not quote_fits(opened + '"], "', opened + '"], "{}', source)
+    assert quote_fits(opened + '"], "', opened + '"], "Edema', source) and quote_fits(opened + '"], "Edema', opened + '"], "Edema": [', source)
+    assert not quote_fits('{"Edema": ["negative", ', '{"Edema": ["negative", ""', source)  # closing an empty quote
+    said = 'the "heart" is enlarged.'
+    escaped = json.dumps(said)[1:-1]  # as the answer writes it
+    quoting = '{"Cardiomegaly": ["positive", "the \\"heart'
+    assert quote_fits(quoting, quoting + '\\" is', escaped)  # an escaped mark does not close the quote
+    assert not quote_fits(quoting, quoting + "\\{", escaped)
+    assert quote_fits('{"No Finding"', '{"No Finding": "positive"', source)  # no quote opened
+    written = '{"Edema": ["positive", "lungs"], "Pneumothorax'  # a quote closed before this token is not checked again
+    assert quote_fits(written, written + '":', source)
+
+
+def test_copied_quotes_are_substrings_of_the_report_where_free_ones_are_not(evidence_tuned):
+    """Reports worded unlike its training set: the tuned micro model writes a quote it learned,
+    which the report does not hold (a miss); with its quotes copied (the default), every quote is a
+    substring of its report as prompted, so each quote gets a span."""
+    from cxrlabel.labelers import label_batch
+
+    model, _ = evidence_tuned
+    texts = ["Heart size is again normal.", "No new pneumothorax.", "Small left sided pleural effusion.", "Possible early pneumonia."]
+    free = label_batch(LLMLabeler(str(model), batch_size=4, max_new_tokens=64, copy_quotes=False), texts, evidence=True)
+    copied = label_batch(LLMLabeler(str(model), batch_size=4, max_new_tokens=64), texts, evidence=True)
+    assert sum(r.evidence_miss for r in free) >= 1  # "No pneumothorax", learned, for "No new pneumothorax."
+    assert sum(r.evidence_miss for r in copied) == 0
+    for text, result in zip(texts, copied):
+        assert all(text[e.start : e.end] == e.quote for e in result.evidence.values() if e is not None)

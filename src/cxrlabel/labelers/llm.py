@@ -15,6 +15,10 @@
   whitespace runs, and to case where the model reads lower case; a sentence-unit label's quote is
   sought first in the sentence that decided it). A quote the report does not hold gets no span and
   is counted (:attr:`Labeled.evidence_miss`). The labels are the same with and without evidence.
+  Quotes are copied, not written freely (``copy_quotes``, the default): while greedy decoding is
+  inside a quote, a token that would make it no substring of the unit's text as prompted is
+  replaced by the likeliest token that keeps it one (or closes it); a model that paraphrases its
+  source still quotes it (:func:`quote_fits`).
 - Sampling (preference and review candidates) decodes the same way, each candidate with its own
   seeded generator, so that its samples do not depend on batching or sharding.
 - A report whose prompt would not fit the model's context (with room for the answer) keeps
@@ -39,7 +43,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
-from cxrlabel.instruct import WORD_TO_CODE, CompletionFormat, Parsed, PromptSettings, parse_completion, serialize_labels, units_of
+from cxrlabel.instruct import WORD_TO_CODE, CompletionFormat, Parsed, PromptSettings, parse_completion, quote_text, serialize_labels, units_of
 from cxrlabel.labelers import Evidence, EvidenceMap, Labeled, Labels, ScoreMap
 from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
 from cxrlabel.text import sentence_spans
@@ -49,6 +53,12 @@ log = logging.getLogger(__name__)
 SETTINGS_FILE = "cxrlabel_llm.json"
 # A JSON key: the observation a certainty word written after it belongs to.
 KEY = re.compile(r'"(?P<name>[^"]+)"\s*:')
+# Where an evidence-format quote opens: ``["certainty word", "`` (the quote follows).
+QUOTE_OPENS = re.compile(r'\[\s*"[^"]*"\s*,\s*"')
+# Where it ends: the first double quote mark that no backslash escapes.
+QUOTE_ENDS = re.compile(r'(?<!\\)"')
+# What may follow a quote's closing mark: the end of its pair, then the answer's end or the next key.
+PAIR_ENDS = ("]}", *(f'], "{name}"' for name in OBSERVATIONS))
 
 
 def write_llm_settings(model_dir: str, settings: PromptSettings) -> None:
@@ -150,6 +160,31 @@ def _locate(text: str, quote: str, start: int = 0, end: int | None = None, lower
     return match.span() if match else None
 
 
+def quote_fits(before: str, after: str, source: str) -> bool:
+    """Whether the answer text ``after`` (``before`` and one more token's text) keeps the last quote
+    it opens a copy of ``source`` (the unit's text as prompted, JSON-escaped as the answer writes
+    it): true unless that token writes into the quote and it is then no substring of ``source``,
+    or closes it empty, or follows its closing mark with anything but the end of the ``[word,
+    quote]`` pair and then the answer's end or an observation's key (``PAIR_ENDS``): a model made
+    to stop a quote early must not go on with another quote or stray characters."""
+    opening = None
+    for opening in QUOTE_OPENS.finditer(after):
+        pass
+    if opening is None:
+        return True
+    closing = QUOTE_ENDS.search(after, opening.end())
+    if closing is None:
+        return after[opening.end() :] in source
+    close = closing.start()
+    if before[close + 1 :].startswith(PAIR_ENDS):  # the quote and what follows it were written before this token
+        return True
+    quote, rest = after[opening.end() : close], after[close + 1 :]
+    ends_well = any(rest.startswith(end) or end.startswith(rest) for end in PAIR_ENDS)
+    if close < len(before):  # the quote itself was written (and checked) before this token
+        return ends_well
+    return quote in source and bool(quote.strip()) and ends_well
+
+
 @dataclass(frozen=True)
 class Completion:
     """A greedy completion's tokens and, per certainty word it wrote, the word's step (an index
@@ -171,22 +206,26 @@ def next_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator] | No
 class LLMLabeler:
     """A fine-tuned causal LM (SFT or RLHF policy) loaded from its folder."""
 
-    def __init__(self, model_dir: str, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128, threads: int | None = None) -> None:
+    def __init__(
+        self, model_dir: str, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128, threads: int | None = None, copy_quotes: bool = True
+    ) -> None:
         prompt = read_llm_settings(model_dir)  # first: a folder that is no labeler's gets a clear error
         if threads:
             torch.set_num_threads(threads)
         model = AutoModelForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
         model.eval()
-        self._use(model, AutoTokenizer.from_pretrained(model_dir, padding_side="left"), prompt, name, batch_size, max_new_tokens)
+        self._use(model, AutoTokenizer.from_pretrained(model_dir, padding_side="left"), prompt, name, batch_size, max_new_tokens, copy_quotes)
 
     @classmethod
     def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128) -> LLMLabeler:
         """A labeler of a model in memory (one in training: put it in eval mode while it labels)."""
         labeler = cls.__new__(cls)
-        labeler._use(model, tokenizer, prompt, name, batch_size, max_new_tokens)
+        labeler._use(model, tokenizer, prompt, name, batch_size, max_new_tokens, copy_quotes=True)
         return labeler
 
-    def _use(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str, batch_size: int, max_new_tokens: int) -> None:
+    def _use(
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str, batch_size: int, max_new_tokens: int, copy_quotes: bool
+    ) -> None:
         self.model, self.tokenizer, self.prompt, self.name = model, tokenizer, prompt, name
         self.batch_size = batch_size
         self.max_new_tokens = max_new_tokens
@@ -197,6 +236,9 @@ class LLMLabeler:
         self.certainty = certainty_tokens(self.tokenizer, self.prompt.format)
         #: whether ``label_batch(texts, evidence=True)`` places each label's quote in the report
         self.provides_evidence = self.prompt.format == "evidence"
+        #: whether greedy decoding keeps each quote a substring of its unit's text (:func:`quote_fits`)
+        self.copy_quotes = copy_quotes and self.provides_evidence
+        self._pieces: list[str] | None = None
         if not self.certainty:
             log.warning("%s: the certainty words share their first token: labels get no scores", name)
 
@@ -278,8 +320,11 @@ class LLMLabeler:
         outputs = self.decode_texts(self._complete([prompts[i] for i, _ in rows], generators, temperature))
         return [outputs[i * n : (i + 1) * n] for i in range(len(prompts))]
 
-    def _complete(self, prompts: Sequence[list[int]], generators: Sequence[torch.Generator] | None, temperature: float) -> list[Completion]:
-        """Completions of ``prompts``: greedy without ``generators``, else each row sampled with its own."""
+    def _complete(
+        self, prompts: Sequence[list[int]], generators: Sequence[torch.Generator] | None, temperature: float, sources: Sequence[str] | None = None
+    ) -> list[Completion]:
+        """Completions of ``prompts``: greedy without ``generators``, else each row sampled with its
+        own; with ``sources`` (each prompt's unit text as prompted, JSON-escaped), every quote copied from its source."""
         outputs: list[Completion] = [Completion([], [])] * len(prompts)
         shared = [i for i, ids in enumerate(prompts) if ids[: len(self.prefix)] == self.prefix]
         cut = sorted(set(range(len(prompts))) - set(shared))
@@ -287,9 +332,32 @@ class LLMLabeler:
             suffixes = [prompts[i][len(prefix) :] for i in indices]
             for batch in self.batches([len(s) for s in suffixes]):
                 drawing = [generators[indices[i]] for i in batch] if generators is not None else None
-                for row, completion in zip(batch, self._decode([suffixes[i] for i in batch], prefix, drawing, temperature)):
+                copying = [sources[indices[i]] for i in batch] if sources is not None else None
+                for row, completion in zip(batch, self._decode([suffixes[i] for i in batch], prefix, drawing, temperature, copying)):
                     outputs[indices[row]] = completion
         return outputs
+
+    def pieces(self) -> list[str]:
+        """Each token's text, by id (built once, for copying quotes)."""
+        if self._pieces is None:
+            self._pieces = self.tokenizer.batch_decode([[i] for i in range(len(self.tokenizer))])
+        return self._pieces
+
+    def copied(self, tokens: torch.Tensor, logits: torch.Tensor, rows: Sequence[int], spelled: list[str], sources: Sequence[str]) -> torch.Tensor:
+        """``tokens`` (one per row still decoding, chosen from ``logits``) with each that would break
+        its row's quote (:func:`quote_fits` on the row's answer text ``spelled`` and its source)
+        replaced by the row's likeliest token that does not (tried in order of the logits: the
+        greedy token is kept by all but a few steps, and a closing quote mark fits soon)."""
+        pieces = self.pieces()
+        for at, (row, token) in enumerate(zip(rows, tokens.tolist())):
+            before = spelled[row]
+            if quote_fits(before, before + pieces[token], sources[row]):
+                continue
+            for candidate in logits[at].argsort(descending=True).tolist():
+                if quote_fits(before, before + pieces[candidate], sources[row]):
+                    tokens[at] = candidate
+                    break
+        return tokens
 
     @torch.inference_mode()
     def hf_generate(self, prompts: Sequence[list[int]], options: dict) -> list[list[str]]:
@@ -325,11 +393,14 @@ class LLMLabeler:
         return copy.deepcopy(self._prefix_cache)
 
     @torch.inference_mode()
-    def _decode(self, suffixes: Sequence[list[int]], prefix: list[int], generators: Sequence[torch.Generator] | None, temperature: float) -> list[Completion]:
+    def _decode(
+        self, suffixes: Sequence[list[int]], prefix: list[int], generators: Sequence[torch.Generator] | None, temperature: float, sources: Sequence[str] | None = None
+    ) -> list[Completion]:
         """Completions of ``prefix + suffix`` for a batch of suffixes: the prefix from its cache, the
         suffixes left-padded after it (masked, and positioned as if unpadded). Greedy without
         ``generators`` (with the certainty words' logits where one is written); else row r samples
-        at ``temperature`` with ``generators[r]``."""
+        at ``temperature`` with ``generators[r]``. With ``sources``, row r's quotes are copied from
+        ``sources[r]`` (:meth:`copied`)."""
         device = self.model.device
         ids, mask = (t.to(device) for t in left_pad(suffixes, self.tokenizer.pad_token_id))
         cache = self.prefix_cache(prefix)
@@ -340,10 +411,15 @@ class LLMLabeler:
         next_position = positions[:, -1:] + 1
         rows = torch.arange(len(suffixes), device=device)  # the batch rows still decoding
         answers: list[list[int]] = [[] for _ in suffixes]
+        spelled = [""] * len(suffixes)  # each row's answer text, where quotes are copied
         choices: list[list[tuple[int, list[float]]]] = [[] for _ in suffixes]
         certainty = torch.tensor(list(self.certainty), dtype=torch.long, device=device) if generators is None else None
         for step in range(self.max_new_tokens):
             tokens = next_tokens(logits[:, -1], [generators[row] for row in rows.tolist()] if generators is not None else None, temperature)
+            if sources is not None:
+                tokens = self.copied(tokens, logits[:, -1], rows.tolist(), spelled, sources)
+                for row, token in zip(rows.tolist(), tokens.tolist()):
+                    spelled[row] += self.pieces()[token]
             for row, token in zip(rows.tolist(), tokens.tolist()):
                 answers[row].append(token)
             if certainty is not None and (written := torch.isin(tokens, certainty)).any():
@@ -381,7 +457,8 @@ class LLMLabeler:
         units = [self.units(text) for text in texts]
         distinct = list(dict.fromkeys(unit for report in units for unit in report))
         prompts, truncated = zip(*(self.prompt_ids(unit) for unit in distinct)) if distinct else ((), ())
-        completions = self._complete(prompts, None, 1.0)
+        sources = [json.dumps(quote_text(unit, self.prompt), ensure_ascii=False)[1:-1] for unit in distinct] if self.copy_quotes else None
+        completions = self._complete(prompts, None, 1.0, sources)
         parsed = dict(zip(distinct, (self.parse(output) for output in self.decode_texts(completions))))
         scored = {unit: self.scores(completion, parsed[unit].labels) for unit, completion in zip(distinct, completions)}
         cut = dict(zip(distinct, truncated))

@@ -118,6 +118,7 @@ def test_predicted_scores_written_and_read_back_give_each_labels_logits(tmp_path
 
     class Scripted:
         name = "scripted"
+        provides_scores = True
 
         def label_batch(self, texts):
             return [Labeled(labels[int(t)], scores=scores[int(t)]) for t in texts]
@@ -137,10 +138,13 @@ def test_predicted_scores_written_and_read_back_give_each_labels_logits(tmp_path
     assert read == {("s1", "Edema"): scores[0]["Edema"], ("s1", "Fracture"): scores[0]["Fracture"], ("s2", "Edema"): scores[1]["Edema"]}
 
     class Unscored(Scripted):
+        provides_scores = False
+
         def label_batch(self, texts):
             return [Labeled(labels[int(t)]) for t in texts]
 
     assert predict_scored(Unscored(), reports)[1] is None
+    assert predict_scored(Scripted(), reports.clear())[1].is_empty()  # a share with no report: an empty table, not none
 
 
 def test_the_workflow_steps_fit_on_validate_and_measure_on_test(tmp_path):

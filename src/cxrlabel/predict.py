@@ -45,16 +45,17 @@ def predict(labeler: Labeler, reports: pl.DataFrame, chunk_size: int = 64) -> pl
 
 def predict_scored(labeler: Labeler, reports: pl.DataFrame, chunk_size: int = 64) -> tuple[pl.DataFrame, pl.DataFrame | None]:
     """:func:`predict`'s table and the labels' scores table
-    (:func:`cxrlabel.evaluation.calibration.scores_frame`), None for a labeler without scores."""
-    from cxrlabel.evaluation.calibration import scores_frame
+    (:func:`cxrlabel.evaluation.calibration.scores_frame`; empty where no label got scores), None
+    for a labeler without scores (:func:`cxrlabel.labelers.supports_scores`)."""
+    from cxrlabel.evaluation.calibration import SCORES_SCHEMA, scores_frame
+    from cxrlabel.labelers import supports_scores
 
     texts, ids = reports["text"].to_list(), reports["study_id"].to_list()
-    batches, score_batches, scored = [], [], False
+    batches, score_batches = [], [pl.DataFrame(schema=SCORES_SCHEMA)]
     with tqdm(total=len(texts), desc=f"labeling ({labeler.name})", unit="report", mininterval=5) as progress:
         for start in range(0, len(texts), chunk_size):
             labeled = labeler.label_batch(texts[start : start + chunk_size])
             batches.append(labeled_frame(labeled))
-            scored = scored or any(item.scores is not None for item in labeled)
             score_batches.append(scores_frame(ids[start : start + chunk_size], [item.labels for item in labeled], [item.scores for item in labeled]))
             progress.update(len(batches[-1]))
     labels = pl.concat(batches) if batches else labeled_frame([])
@@ -63,7 +64,7 @@ def predict_scored(labeler: Labeler, reports: pl.DataFrame, chunk_size: int = 64
         "%s labeled %d reports: %d format errors, %d fallbacks, %d truncated",
         labeler.name, predictions.height, predictions["format_error"].sum(), predictions["fallback_used"].sum(), predictions["truncated"].sum(),
     )
-    return predictions, (pl.concat(score_batches) if scored else None)
+    return predictions, (pl.concat(score_batches) if supports_scores(labeler) else None)
 
 
 def predict_perturbed(labeler: Labeler, perturbed: pl.DataFrame, chunk_size: int = 64) -> pl.DataFrame:
@@ -103,10 +104,6 @@ def predict_split_job(kind: str, model: str, reports: str, out: str, options: di
     predictions, scores = predict_scored(labeler, table.slice(rank() * share, share), chunk_size)
     target = out if world_size() == 1 else part_path(out, rank())
     write_predictions(predictions, target)
-    if scores is None and kind != "rule":
-        from cxrlabel.evaluation.calibration import SCORES_SCHEMA
-
-        scores = pl.DataFrame(schema=SCORES_SCHEMA)  # a share with no scored label
     if scores is not None:
         scores.write_parquet(scores_path(out) if world_size() == 1 else part_path(scores_path(out), rank()))
 

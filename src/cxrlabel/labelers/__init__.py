@@ -66,7 +66,8 @@ class Labeler(Protocol):
     """Labels a batch of report texts. A labeler that can say which text decided each label has a
     true ``provides_evidence`` attribute and accepts ``label_batch(texts, evidence=True)``, which
     fills :attr:`Labeled.evidence`: the rule labeler, and an LLM labeler tuned to the ``evidence``
-    completion format."""
+    completion format. One whose labels come with logits (:attr:`Labeled.scores`: the BERT and
+    LLM labelers) has a true ``provides_scores`` attribute."""
 
     name: str
 
@@ -76,6 +77,11 @@ class Labeler(Protocol):
 def supports_evidence(labeler: Labeler) -> bool:
     """Whether ``labeler`` fills :attr:`Labeled.evidence` when asked (``label_batch(texts, evidence=True)``)."""
     return bool(getattr(labeler, "provides_evidence", False))
+
+
+def supports_scores(labeler: Labeler) -> bool:
+    """Whether ``labeler``'s labels come with scores (:attr:`Labeled.scores`): it has a calibration and a scores table."""
+    return bool(getattr(labeler, "provides_scores", False))
 
 
 def label_batch(labeler: Labeler, texts: Sequence[str], evidence: bool = False) -> list[Labeled]:

@@ -207,6 +207,7 @@ class BertLabeler:
     """A trained BERT-style labeler loaded from its folder."""
 
     name = "bert"
+    provides_scores = True
 
     def __init__(self, model_dir: str, batch_size: int = 32, threads: int | None = None) -> None:
         path = Path(model_dir)

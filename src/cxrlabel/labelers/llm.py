@@ -126,22 +126,24 @@ def certainty_shapes(tokenizer: PreTrainedTokenizerBase, fmt: CompletionFormat) 
         if len(set(deciding)) != len(codes):
             return []
         shapes.append(dict(zip(deciding, codes)))
+    return shapes if merged_shapes(shapes) is not None else []
+
+
+def merged_shapes(shapes: Sequence[dict[int, int | None]]) -> dict[int, int | None] | None:
+    """The deciding tokens of every shape in one map; None if one token means two words in two shapes."""
     merged: dict[int, int | None] = {}
     for shape in shapes:
         if any(merged.get(token, code) != code for token, code in shape.items()):
-            return []
+            return None
         merged |= shape
-    return shapes
+    return merged
 
 
 def certainty_tokens(tokenizer: PreTrainedTokenizerBase, fmt: CompletionFormat) -> dict[int, int | None]:
     """Every token that decides a certainty word in some shape of format ``fmt``
     (:func:`certainty_shapes`, merged), mapped to the word's label code; empty if they do not
     tell the words apart."""
-    merged: dict[int, int | None] = {}
-    for shape in certainty_shapes(tokenizer, fmt):
-        merged |= shape
-    return merged
+    return merged_shapes(certainty_shapes(tokenizer, fmt)) or {}
 
 
 def _locate(text: str, quote: str, start: int = 0, end: int | None = None, lowercase: bool = False) -> tuple[int, int] | None:
@@ -205,6 +207,8 @@ def next_tokens(logits: torch.Tensor, generators: Sequence[torch.Generator] | No
 
 class LLMLabeler:
     """A fine-tuned causal LM (SFT or RLHF policy) loaded from its folder."""
+
+    provides_scores = True
 
     def __init__(
         self, model_dir: str, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128, threads: int | None = None, copy_quotes: bool = True

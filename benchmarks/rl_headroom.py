@@ -14,8 +14,9 @@ The oracle then picks, unit by unit, the candidate (the greedy output included) 
 prefer the best of what it already samples, and nothing more. PPO, GRPO and RLOO from this start
 learn from the policy's own samples: where none is better than the greedy answer, the reward has
 nothing to pull towards, so the oracle's gain is the room RL has at that temperature and K (not a
-strict bound: a policy could generalize beyond its samples). It reads the expert labels: it is a diagnostic, not a labeler, and is meant for the
-splits RL learns from (train, validate), never for choosing on test.
+strict bound: a policy could generalize beyond its samples). It reads the expert labels: it is a
+diagnostic, not a labeler, and is meant for the splits RL learns from (train, validate), never for
+choosing on test.
 
 Printed per temperature: positive F1 (macro over the observations with expert positives) against the
 expert labels of greedy decoding, the oracle and the rule labeler (the SFT model's teacher); the
@@ -33,12 +34,13 @@ import numpy as np
 import polars as pl
 
 from cxrlabel.evaluation.metrics import label_matrix, mean_ignoring_nan, positive_f1_by_observation
-from cxrlabel.instruct import parse_completion, units_of
+from cxrlabel.instruct import units_of
 from cxrlabel.io.labels import labels_schema, read_labels
+from cxrlabel.labelers.llm import LLMLabeler
 from cxrlabel.labelers.rule import RuleLabeler
-from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
+from cxrlabel.observations import OBSERVATIONS
 from cxrlabel.sampling import CandidateSampler
-from cxrlabel.training.preferences import MALFORMED_REWARD, label_reward
+from cxrlabel.training.preferences import label_reward
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("results", help="a run's results folder")
@@ -57,17 +59,18 @@ expert, kind = read_labels(results / "corpus/labels_gold.parquet")
 reports = pl.read_parquet(results / "corpus/reports.parquet", columns=["study_id", "split", "text"]).filter(pl.col("split").is_in(args.split))
 judged = reports.join(expert, on="study_id", how="inner", maintain_order="left").head(args.limit or reports.height)
 gold = judged.select(labels_schema().keys())
-sampler = CandidateSampler(str(Path(args.model or results / "models/sft")), batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, threads=2)
-prompt = sampler.prompt
+policy_dir = str(Path(args.model or results / "models/sft"))
+sampler = CandidateSampler(policy_dir, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, threads=2)
+policy = LLMLabeler(policy_dir)  # parses and combines outputs as the labeler does
+prompt = policy.prompt
 units = [units_of(text, prompt.unit) for text in judged["text"]]
 distinct = list(dict.fromkeys(unit for report in units for unit in report))
-print(f"{results}: splits {args.split}, {judged.height} reports with {kind} expert labels, {len(distinct)} distinct {prompt.unit}s; policy {sampler.policy_dir}")
+print(f"{results}: splits {args.split}, {judged.height} reports with {kind} expert labels, {len(distinct)} distinct {prompt.unit}s; policy {policy_dir}")
 
 
 def report_labels(outputs: list[str]) -> dict[str, int | None]:
-    """A report's labels from its units' outputs, as the LLM labeler aggregates them."""
-    parsed = [parse_completion(output, prompt.format).labels for output in outputs]
-    return parsed[0] if prompt.unit == "report" else aggregate_mentions(parsed)
+    """A report's labels from its units' outputs, as the LLM labeler combines them."""
+    return policy.combine([policy.parse(output) for output in outputs])
 
 
 def best_of(report: list[str], options: dict[str, list[str]], greedy: dict[str, str], expert_labels: dict[str, int | None]) -> list[str]:
@@ -77,10 +80,10 @@ def best_of(report: list[str], options: dict[str, list[str]], greedy: dict[str, 
     while changed:
         changed = False
         for i, unit in enumerate(report):
-            context = None if prompt.unit == "report" else [parse_completion(o, prompt.format).labels for j, o in enumerate(chosen) if j != i]
-            reward = lambda output: label_reward(output, expert_labels, kind, prompt.format, context)  # noqa: E731
-            best = max(options[unit], key=reward)
-            if reward(best) > reward(chosen[i]) and reward(best) > MALFORMED_REWARD:
+            context = None if prompt.unit == "report" else [policy.parse(o).labels for j, o in enumerate(chosen) if j != i]
+            rewards = {output: label_reward(output, expert_labels, kind, prompt.format, context) for output in options[unit]}
+            best = max(rewards, key=rewards.get)
+            if rewards[best] > rewards[chosen[i]]:
                 chosen[i], changed = best, True
     return chosen
 
@@ -95,14 +98,15 @@ def scored(labels: list[dict[str, int | None]]) -> tuple[float, np.ndarray, np.n
 start = time.perf_counter()
 rule_f1, _, _ = scored([item.labels for item in RuleLabeler().label_batch(judged["text"].to_list())])
 expert_rows = judged.select(OBSERVATIONS).to_dicts()
-greedy_outputs: dict[str, str] = {}
-for temperature in args.temperature:
-    sampled, greedy_list = sampler.sample(distinct, args.candidates, temperature, args.seed, greedy=not greedy_outputs)
-    greedy_outputs = greedy_outputs or {unit: output.strip() for unit, output in zip(distinct, greedy_list)}
+for number, temperature in enumerate(args.temperature):
+    # the greedy outputs come with the first temperature's samples
+    sampled, greedy_list = sampler.sample(distinct, args.candidates, temperature, args.seed, greedy=number == 0)
+    if number == 0:
+        greedy_outputs = {unit: output.strip() for unit, output in zip(distinct, greedy_list)}
+        greedy_f1, greedy_errors, greedy_p = scored([report_labels([greedy_outputs[u] for u in report]) for report in units])
     options = {unit: list(dict.fromkeys([greedy_outputs[unit], *(c.strip() for c in candidates)])) for unit, candidates in zip(distinct, sampled)}
-    label_sets = [len({tuple(parse_completion(o, prompt.format).labels.items()) for o in outs}) for outs in options.values()]
-    malformed = sum(parse_completion(c.strip(), prompt.format).error is not None for cs in sampled for c in cs)
-    greedy_f1, greedy_errors, greedy_p = scored([report_labels([greedy_outputs[u] for u in report]) for report in units])
+    label_sets = [len({tuple(policy.parse(o).labels.items()) for o in outs}) for outs in options.values()]
+    malformed = sum(policy.parse(c.strip()).error is not None for cs in sampled for c in cs)
     oracle_f1, oracle_errors, oracle_p = scored([report_labels(best_of(report, options, greedy_outputs, row)) for report, row in zip(units, expert_rows)])
     print(f"\ntemperature {temperature}, {args.candidates} candidates per {prompt.unit} ({time.perf_counter() - start:.0f} s so far):")
     print(f"  distinct outputs per {prompt.unit} (greedy included): {np.mean([len(o) for o in options.values()]):.2f}; distinct label sets: {np.mean(label_sets):.2f}; "

@@ -41,6 +41,30 @@ P, N, U = 1, 0, -1
         ("Small left effusion but no pneumothorax.", {"Pleural Effusion": P, "Pneumothorax": N}),
         ("No pneumothorax. Small left effusion.", {"Pleural Effusion": P, "Pneumothorax": N}),
         ("No edema; there is a right lower lobe consolidation.", {"Edema": N, "Consolidation": P}),
+        # a negation's scope ends where a new finding begins (NegEx/ConText): a comma or "and"
+        # before a size, severity, change or side word, a terminating "with", a closed list
+        ("No pneumothorax, large left pleural effusion.", {"Pneumothorax": N, "Pleural Effusion": P}),
+        ("No pneumothorax, small bilateral effusions.", {"Pneumothorax": N, "Pleural Effusion": P}),
+        ("No pneumothorax with moderate cardiomegaly.", {"Pneumothorax": N, "Cardiomegaly": P}),
+        ("No pneumothorax and moderate cardiomegaly.", {"Pneumothorax": N, "Cardiomegaly": P}),
+        ("No evidence of pneumothorax with a right chest tube in place.", {"Pneumothorax": N, "Support Devices": P, "No Finding": P}),
+        ("No edema or effusion, mild cardiomegaly.", {"Edema": N, "Pleural Effusion": N, "Cardiomegaly": P}),
+        ("No acute fracture, old healed rib fractures.", {"Fracture": P}),
+        ("No pneumothorax, and a small left effusion.", {"Pneumothorax": N, "Pleural Effusion": P}),
+        ("No effusion, possible pneumonia.", {"Pleural Effusion": N, "Pneumonia": U}),
+        # ...and goes on through the items of its list, whatever their modifiers
+        ("No focal consolidation, large effusion, or pneumothorax.", {"Consolidation": N, "Pleural Effusion": N, "Pneumothorax": N, "No Finding": P}),
+        ("No focal consolidation, suspicious pulmonary opacity, pneumothorax or definite pleural effusion.",
+         {"Consolidation": N, "Lung Opacity": N, "Pneumothorax": N, "Pleural Effusion": N, "No Finding": P}),
+        ("No evidence of pulmonary consolidation, large pleural effusion/pneumothorax.", {"Consolidation": N, "Pleural Effusion": N, "Pneumothorax": N, "No Finding": P}),
+        ("No effusion, edema, and pneumothorax.", {"Pleural Effusion": N, "Edema": N, "Pneumothorax": N, "No Finding": P}),
+        # a negation after its findings reaches back across a comma only into its own list
+        ("Right chest tube in place, pneumothorax not seen.", {"Support Devices": P, "Pneumothorax": N, "No Finding": P}),
+        ("Left midlung opacity noted, not visualized on prior.", {"Lung Opacity": P}),
+        ("Pleural effusion, consolidation, or pneumothorax is not seen.", {"Pleural Effusion": N, "Consolidation": N, "Pneumothorax": N, "No Finding": P}),
+        # and at most SCOPE_WORDS words from its cue
+        ("No focal consolidation, pneumothorax, or large pleural effusion identified (blunting of costophrenic recesses bilaterally may represent small effusions or pleural thickening/scar.",
+         {"Consolidation": N, "Pneumothorax": N, "Pleural Effusion": U, "Lung Opacity": U, "Pleural Other": U}),
         # uncertainty, before and after
         ("Pneumonia cannot be excluded.", {"Pneumonia": U}),
         ("Cannot exclude a small pneumothorax.", {"Pneumothorax": U}),

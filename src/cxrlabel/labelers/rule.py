@@ -5,7 +5,10 @@ cue phrases around it:
 - negation (``no X or Y``, ``without X``, ``X is not seen``, ``X has resolved``) and
   uncertainty (``possible X``, ``X cannot be excluded``, ``may represent X``) have a
   direction: a cue before the mention reaches forward, a cue after it reaches backward;
-  scopes end at the sentence end or at a clause break (``but``, ``however``, ``;``...);
+  scopes end at the sentence end or at a clause break (``but``, ``however``, ``;``...), and a
+  negation's also where NegEx and ConText end theirs: at a terminating ``with``, at a comma or
+  ``and`` that starts a new finding rather than the next item of its list (``no pneumothorax,
+  large left effusion``), and after ``SCOPE_WORDS`` words;
 - pseudo-cues that look like negation but are not (``no change in X``) are masked first;
 - heart size and mediastinum are judged by their attribute (``heart size is normal`` is a
   negative Cardiomegaly mention, ``the mediastinum is widened`` a positive one).
@@ -150,6 +153,26 @@ POST_UNCERTAIN = _words(
 BOTH_UNCERTAIN = _words("versus", "vs")
 # A negation or uncertainty scope ends at a clause break.
 CLAUSE_BREAKS = re.compile(r";|:|\b(?:but|however|although|though|which|whereas|while|except|aside from|apart from|otherwise|there is|there are|with the exception)\b")
+# ConText's terminating terms of a forward scope: "No pneumothorax with a chest tube in place."
+TERMINATORS = re.compile(r"\bwith\b|\bw/")
+# Words that open a new finding after a comma or "and" ("No pneumothorax, large left effusion."):
+# size, severity, change, side, a determiner or a number; a forward scope ends before them.
+NEW_FINDING = re.compile(
+    r"(?:and )?(?:" + _words(
+        "small", "large", "moderate", "mild", "mildly", "minimal", "minor", "trace", "tiny", "massive", "severe",
+        "marked", "markedly", "moderately", "extensive", "subtle", "slight", "slightly", "significant", "stable",
+        "unchanged", "persistent", "persisting", "new", "increased", "increasing", "decreased", "decreasing",
+        "worsening", "worsened", "improved", "improving", "resolving", "residual", "chronic", "old", "healed",
+        "healing", "recurrent", "redemonstrated", "again", "continued", "left", "right", "bilateral", "bibasilar",
+        "a", "an", "the", "this", "these",
+    ) + r"|\d)"
+)
+LIST_CLOSERS = re.compile(r"\b(?:or|nor|and)\b")
+LIST_OPENERS = re.compile(r"\b(?:or|nor)\b|/")
+# NegEx's window: a scope reaches at most this many words from its cue.
+SCOPE_WORDS = 12
+# The cue kinds whose scopes the list rules, terminators and window bound.
+BOUNDED = ("pre_neg", "post_neg")
 
 
 def _compile(phrases: list[str]) -> re.Pattern[str]:
@@ -161,6 +184,10 @@ class _Cue:
     start: int
     end: int
     kind: str  # {pre, post, both}_{neg, unc}: which way the cue reaches, and what it means
+    # its scope: a mention ending after reach_start (backward) or starting before reach_end
+    # (forward), on the cue's side, is in it (set by _scoped)
+    reach_start: int = -1
+    reach_end: int = 0
 
 
 class _Mention(NamedTuple):
@@ -286,16 +313,17 @@ class RuleLabeler:
 
     def _sentence_mentions(self, sentence: str) -> Iterable[_Mention]:
         sentence = self.pseudo.sub(lambda m: " " * len(m.group()), sentence)
-        cues = self._cues(sentence)
         breaks = [m.start() for m in CLAUSE_BREAKS.finditer(sentence)]
         commas = [i for i, char in enumerate(sentence) if char == ","]
+        found = self._cues(sentence)
+        cues = [_scoped(cue, sentence, found, breaks, commas) for cue in found]
         for name, pattern in self.mentions.items():
             masked = sentence
             if name in self.exclusions:
                 masked = self.exclusions[name].sub(lambda m: " " * len(m.group()), sentence)
             for match in pattern.finditer(masked):
                 if not _inside_cue(match, cues):
-                    certainty, cue = _decide(match.start(), match.end(), cues, breaks, commas)
+                    certainty, cue = _decide(match.start(), match.end(), cues)
                     yield _Mention(name, certainty, match.start(), match.end(), *((cue.start, cue.end) if cue else ()))
         for name, pattern in self.anchors.items():
             for match in pattern.finditer(sentence):
@@ -303,7 +331,7 @@ class RuleLabeler:
                 if attribute is not None:
                     value, at_start, at_end = attribute
                     start, end = min(match.start(), at_start), max(match.end(), at_end)
-                    certainty, cue = _decide(match.start(), match.end(), cues, breaks, commas)
+                    certainty, cue = _decide(match.start(), match.end(), cues)
                     if certainty != POSITIVE and cue is not None:
                         yield _Mention(name, certainty, start, end, cue.start, cue.end)
                     else:
@@ -354,10 +382,10 @@ def _sentence_labels(mentions: Iterable[_Mention]) -> Labels:
     return {NO_FINDING: None} | {name: _aggregate(found[name]) if name in found else None for name in OBSERVATIONS[1:]}
 
 
-def _decide(start: int, end: int, cues: list[_Cue], breaks: list[int], commas: list[int]) -> tuple[int, _Cue | None]:
+def _decide(start: int, end: int, cues: list[_Cue]) -> tuple[int, _Cue | None]:
     """Uncertain if an uncertainty cue reaches the mention, else negative if a negation does, else
     positive; with the cue that decided it (the nearest of that meaning), None for positive."""
-    reaching = [cue for cue in cues if _reaches(cue, start, end, breaks, commas)]
+    reaching = [cue for cue in cues if _reaches(cue, start, end)]
     if not reaching:
         return POSITIVE, None
     negations = [cue.start for cue in reaching if cue.kind == "pre_neg"]
@@ -376,19 +404,78 @@ def _nearest(cues: list[_Cue], start: int, end: int) -> _Cue:
     return min(cues, key=lambda cue: start - cue.end if cue.end <= start else cue.start - end)
 
 
-def _reaches(cue: _Cue, start: int, end: int, breaks: list[int], commas: list[int]) -> bool:
-    """Whether ``cue`` reaches the mention at ``start:end``: in its direction, with no clause break between.
+def _reaches(cue: _Cue, start: int, end: int) -> bool:
+    """Whether ``cue`` reaches the mention at ``start:end``: in its direction, within its scope."""
+    if cue.kind.startswith(("pre", "both")) and cue.end <= start:
+        return start < cue.reach_end
+    if cue.kind.startswith(("post", "both")) and cue.start >= end:
+        return end > cue.reach_start
+    return False
+
+
+def _scoped(cue: _Cue, sentence: str, cues: list[_Cue], breaks: list[int], commas: list[int]) -> _Cue:
+    """``cue`` with its scope: forward to the next clause break, backward to the one before it.
 
     A two-way cue ("X versus Y") reaches back only within its comma-delimited phrase, so that
-    "opacity, possibly atelectasis versus pneumonia" leaves the opacity asserted.
+    "opacity, possibly atelectasis versus pneumonia" leaves the opacity asserted. A negation's
+    scope is bounded further as NegEx and ConText bound theirs (:func:`_forward_end`,
+    :func:`_backward_start`), at most ``SCOPE_WORDS`` words from the cue either way.
     """
-    forward, backward = cue.kind.startswith(("pre", "both")), cue.kind.startswith(("post", "both"))
-    if forward and cue.end <= start:
-        return not any(cue.end <= b < start for b in breaks)
-    if backward and cue.start >= end:
-        stops = breaks + commas if cue.kind.startswith("both") else breaks
-        return not any(end <= b < cue.start for b in stops)
-    return False
+    reach_end = min((b for b in breaks if b >= cue.end), default=len(sentence))
+    stops = breaks + commas if cue.kind.startswith("both") else breaks
+    reach_start = max((b for b in stops if b < cue.start), default=-1)
+    if cue.kind in BOUNDED:
+        reach_end = _forward_end(cue, sentence, cues, commas, reach_end)
+        reach_start = _backward_start(cue, sentence, commas, reach_start)
+    return _Cue(cue.start, cue.end, cue.kind, reach_start, reach_end)
+
+
+_SEPARATOR = re.compile(r",|\band\b")
+
+
+def _forward_end(cue: _Cue, sentence: str, cues: list[_Cue], commas: list[int], limit: int) -> int:
+    """Where a negation's forward scope ends, before ``limit`` (the clause break).
+
+    It ends at a terminating term ("No pneumothorax with a chest tube in place"), and it crosses
+    a comma or "and" only into the items of its list: "No consolidation, large effusion, or
+    pneumothorax" negates all three, while "No pneumothorax, large left effusion" and "No edema
+    or effusion, mild cardiomegaly" end it at the comma. Unless an "or", "nor" or "/" is still
+    to come (the list goes on), a separator ends it where a new cue or a new finding follows (a
+    size, severity, change, side, determiner or number: ``NEW_FINDING``), and a comma also where
+    a list conjunction ("or", "nor", "and") came before it.
+    """
+    words = [m.start() for m in _TOKEN.finditer(sentence, cue.end, limit)]
+    if len(words) > SCOPE_WORDS:
+        limit = words[SCOPE_WORDS]
+    terminator = TERMINATORS.search(sentence, cue.end, limit)
+    if terminator:
+        limit = terminator.start()
+    cue_starts = {other.start for other in cues}
+    for separator in _SEPARATOR.finditer(sentence, cue.end, limit):
+        at = separator.start()
+        after = separator.end() + len(sentence[separator.end():]) - len(sentence[separator.end():].lstrip())
+        after_and = after + 4 if sentence.startswith("and ", after) else after
+        if LIST_OPENERS.search(sentence, separator.end(), limit):
+            continue  # an item of a list that an "or", "nor" or "/" still closes
+        if after in cue_starts or after_and in cue_starts or NEW_FINDING.match(sentence, after):
+            return at
+        if separator.group() == "," and LIST_CLOSERS.search(sentence, cue.end, at):
+            return at
+    return limit
+
+
+def _backward_start(cue: _Cue, sentence: str, commas: list[int], limit: int) -> int:
+    """Where a negation's backward scope starts, after ``limit`` (the clause break before it).
+
+    It crosses a comma only into a list that its own phrase closes: "Effusion, consolidation, or
+    pneumothorax is not seen" negates all three, "Chest tube in place, pneumothorax not seen" only
+    the pneumothorax.
+    """
+    last_comma = max((c for c in commas if limit < c < cue.start), default=None)
+    if last_comma is not None and not LIST_CLOSERS.search(sentence, last_comma, cue.start):
+        limit = last_comma
+    words = [m.end() for m in _TOKEN.finditer(sentence, limit + 1, cue.start)]
+    return words[-SCOPE_WORDS - 1] if len(words) > SCOPE_WORDS else limit
 
 
 def _aggregate(certainties: set[int]) -> int:

@@ -28,6 +28,7 @@ path decides both); evidence is opt-in because mapping offsets back costs time.
 from __future__ import annotations
 
 import re
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -315,8 +316,10 @@ class RuleLabeler:
         sentence = self.pseudo.sub(lambda m: " " * len(m.group()), sentence)
         breaks = [m.start() for m in CLAUSE_BREAKS.finditer(sentence)]
         commas = [i for i, char in enumerate(sentence) if char == ","]
+        tokens = list(_TOKEN.finditer(sentence))
+        words = _Words([m.start() for m in tokens], [m.end() for m in tokens])
         found = self._cues(sentence)
-        cues = [_scoped(cue, sentence, found, breaks, commas) for cue in found]
+        cues = [_scoped(cue, sentence, found, breaks, commas, words) for cue in found]
         for name, pattern in self.mentions.items():
             masked = sentence
             if name in self.exclusions:
@@ -413,7 +416,14 @@ def _reaches(cue: _Cue, start: int, end: int) -> bool:
     return False
 
 
-def _scoped(cue: _Cue, sentence: str, cues: list[_Cue], breaks: list[int], commas: list[int]) -> _Cue:
+class _Words(NamedTuple):
+    """Where a sentence's words (``\\S+``) start and end, for the scope window."""
+
+    starts: list[int]
+    ends: list[int]
+
+
+def _scoped(cue: _Cue, sentence: str, cues: list[_Cue], breaks: list[int], commas: list[int], words: _Words) -> _Cue:
     """``cue`` with its scope: forward to the next clause break, backward to the one before it.
 
     A two-way cue ("X versus Y") reaches back only within its comma-delimited phrase, so that
@@ -421,19 +431,22 @@ def _scoped(cue: _Cue, sentence: str, cues: list[_Cue], breaks: list[int], comma
     scope is bounded further as NegEx and ConText bound theirs (:func:`_forward_end`,
     :func:`_backward_start`), at most ``SCOPE_WORDS`` words from the cue either way.
     """
-    reach_end = min((b for b in breaks if b >= cue.end), default=len(sentence))
-    stops = breaks + commas if cue.kind.startswith("both") else breaks
-    reach_start = max((b for b in stops if b < cue.start), default=-1)
+    after = bisect_left(breaks, cue.end)
+    reach_end = breaks[after] if after < len(breaks) else len(sentence)
+    stops = sorted(breaks + commas) if cue.kind.startswith("both") else breaks
+    before = bisect_left(stops, cue.start)
+    reach_start = stops[before - 1] if before else -1
     if cue.kind in BOUNDED:
-        reach_end = _forward_end(cue, sentence, cues, commas, reach_end)
-        reach_start = _backward_start(cue, sentence, commas, reach_start)
+        reach_end = _forward_end(cue, sentence, cues, words, reach_end)
+        reach_start = _backward_start(cue, sentence, commas, words, reach_start)
     return _Cue(cue.start, cue.end, cue.kind, reach_start, reach_end)
 
 
 _SEPARATOR = re.compile(r",|\band\b")
+_SPACES = re.compile(r"\s*")
 
 
-def _forward_end(cue: _Cue, sentence: str, cues: list[_Cue], commas: list[int], limit: int) -> int:
+def _forward_end(cue: _Cue, sentence: str, cues: list[_Cue], words: _Words, limit: int) -> int:
     """Where a negation's forward scope ends, before ``limit`` (the clause break).
 
     It ends at a terminating term ("No pneumothorax with a chest tube in place"), and it crosses
@@ -444,16 +457,16 @@ def _forward_end(cue: _Cue, sentence: str, cues: list[_Cue], commas: list[int], 
     size, severity, change, side, determiner or number: ``NEW_FINDING``), and a comma also where
     a list conjunction ("or", "nor", "and") came before it.
     """
-    words = [m.start() for m in _TOKEN.finditer(sentence, cue.end, limit)]
-    if len(words) > SCOPE_WORDS:
-        limit = words[SCOPE_WORDS]
+    first = bisect_left(words.starts, cue.end)
+    if first + SCOPE_WORDS < len(words.starts):
+        limit = min(limit, words.starts[first + SCOPE_WORDS])
     terminator = TERMINATORS.search(sentence, cue.end, limit)
     if terminator:
         limit = terminator.start()
     cue_starts = {other.start for other in cues}
     for separator in _SEPARATOR.finditer(sentence, cue.end, limit):
         at = separator.start()
-        after = separator.end() + len(sentence[separator.end():]) - len(sentence[separator.end():].lstrip())
+        after = _SPACES.match(sentence, separator.end()).end()
         after_and = after + 4 if sentence.startswith("and ", after) else after
         if LIST_OPENERS.search(sentence, separator.end(), limit):
             continue  # an item of a list that an "or", "nor" or "/" still closes
@@ -464,18 +477,18 @@ def _forward_end(cue: _Cue, sentence: str, cues: list[_Cue], commas: list[int], 
     return limit
 
 
-def _backward_start(cue: _Cue, sentence: str, commas: list[int], limit: int) -> int:
+def _backward_start(cue: _Cue, sentence: str, commas: list[int], words: _Words, limit: int) -> int:
     """Where a negation's backward scope starts, after ``limit`` (the clause break before it).
 
     It crosses a comma only into a list that its own phrase closes: "Effusion, consolidation, or
     pneumothorax is not seen" negates all three, "Chest tube in place, pneumothorax not seen" only
     the pneumothorax.
     """
-    last_comma = max((c for c in commas if limit < c < cue.start), default=None)
-    if last_comma is not None and not LIST_CLOSERS.search(sentence, last_comma, cue.start):
-        limit = last_comma
-    words = [m.end() for m in _TOKEN.finditer(sentence, limit + 1, cue.start)]
-    return words[-SCOPE_WORDS - 1] if len(words) > SCOPE_WORDS else limit
+    before = bisect_left(commas, cue.start)
+    if before and commas[before - 1] > limit and not LIST_CLOSERS.search(sentence, commas[before - 1], cue.start):
+        limit = commas[before - 1]
+    last = bisect_right(words.ends, cue.start)  # the words that end before the cue
+    return max(limit, words.ends[last - SCOPE_WORDS - 1]) if last > SCOPE_WORDS else limit
 
 
 def _aggregate(certainties: set[int]) -> int:

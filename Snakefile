@@ -18,6 +18,7 @@ validate(config, "workflow/schemas/config.schema.yaml")
 include: "rules/common.smk"
 include: "rules/demo.smk"
 include: "rules/ingest.smk"
+include: "rules/expert.smk"
 include: "rules/instruct.smk"
 include: "rules/predict.smk"
 include: "rules/bert.smk"

@@ -35,7 +35,7 @@ from cxrlabel.labelers import Labeled
 from cxrlabel.labelers.llm import LLMLabeler, write_llm_settings
 from cxrlabel.labelers.rule import RuleLabeler
 from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
-from cxrlabel.predict import labeled_frame
+from cxrlabel.predict import labeled_frame, predict
 from cxrlabel.text import split_sentences
 from cxrlabel.training.base_model import TinyModelSpec, build_base_model
 from cxrlabel.training.sft import run_sft
@@ -68,7 +68,7 @@ rule = RuleLabeler()
 prompt = PromptSettings("mentioned", "report", lowercase=args.lower)
 reports = pl.read_parquet(results / "corpus/reports.parquet")
 train_reports = reports.filter(pl.col("split") == "train")
-sentences = sentence_instruction_table(train_reports, prompt)
+sentences = sentence_instruction_table(train_reports, predict(rule, train_reports), prompt)
 if args.distinct:
     sentences = sentences.unique("prompt", keep="first", maintain_order=True)
 train = oversample_rare(sentences, prompt.format, args.oversample)

@@ -1,14 +1,15 @@
 rule bert_train:
-    """Fine-tune the BERT-style classifier (encoder + 14 heads) on the training split's silver labels."""
+    """Fine-tune the BERT-style classifier (encoder + 14 heads) on the training labels; models/bert_silver is the first of two stages."""
     input:
-        reports=rules.ingest.output.reports,
-        labels=instruct_labels,
+        unpack(lambda wildcards: trainer_inputs(wildcards, "bert")),
     output:
-        directory(results("models/bert")),
+        directory(results("models/{bert_model}")),
     log:
-        logs("bert_train"),
+        logs("{bert_model}"),
     benchmark:
-        bench("bert_train")
+        bench("{bert_model}")
+    wildcard_constraints:
+        bert_model="bert|bert_silver",
     conda:
         "../envs/train.yaml"
     threads: resources_of("bert_train")["threads"]
@@ -18,7 +19,9 @@ rule bert_train:
         gpu=resources_of("bert_train")["gpu"],
     params:
         encoder=config["labelers"]["bert"]["encoder"],
-        settings=config["labelers"]["bert"]["train"],
+        settings=lambda wildcards: stage_settings(
+            wildcards, "bert", config["labelers"]["bert"]["train"]
+        ),
     script:
         "../workflow/scripts/bert_train.py"
 
@@ -27,7 +30,7 @@ rule predict_bert:
     """Label the test split with the trained BERT-style classifier (and write each label's head logits)."""
     input:
         reports=rules.ingest.output.reports,
-        model=rules.bert_train.output[0],
+        model=results("models/bert"),
     output:
         results("predictions/bert.parquet"),
         scores=results("predictions/bert_scores.parquet"),

@@ -1,8 +1,8 @@
 rule predict_validate:
     """Label the validate split with a labeler that has scores (bert, an LLM): the set its temperature is fitted on."""
     input:
+        unpack(labeler_model_inputs),
         reports=rules.ingest.output.reports,
-        model=results("models/{labeler}"),
     output:
         predictions=results("predictions/validate/{labeler}.parquet"),
         scores=results("predictions/validate/{labeler}_scores.parquet"),
@@ -57,7 +57,7 @@ rule calibration_table:
     input:
         reports=rules.ingest.output.reports,
         gold=rules.ingest.output.gold,
-        silver=instruct_labels,
+        silver=silver_labels,
         calibrations=[
             results(f"models/{name}.calibration.json")
             for name in calibrated_labelers()

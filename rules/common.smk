@@ -41,7 +41,7 @@ def evaluation_inputs(wildcards):
     }
     return {
         "gold": rules.ingest.output.gold,
-        "silver": instruct_labels(wildcards),
+        "silver": silver_labels(wildcards),
         "reports": rules.ingest.output.reports,
     } | predictions
 
@@ -89,7 +89,7 @@ def perturbed_prediction_inputs(wildcards):
     inputs = {"reports": rules.perturb.output[0]}
     if wildcards.labeler == "rule":
         return inputs
-    return inputs | {"model": results(f"models/{wildcards.labeler}")}
+    return inputs | labeler_model_inputs(wildcards)
 
 
 def robustness_inputs(wildcards):
@@ -116,11 +116,71 @@ def prompt_settings():
     }
 
 
-def instruct_labels(wildcards):
-    """Silver labels of the instruction sets: the corpus's own, or the rule labeler's."""
+def silver_labels(wildcards):
+    """The silver labels: the corpus's own, or the rule labeler's (instruct.labels)."""
     if config["instruct"]["labels"] == "rule":
         return rules.predict_rule.output[0]
     return rules.ingest.output.silver
+
+
+def two_stages():
+    """Whether the trained labelers learn in two stages: silver, then the expert-labeled reports."""
+    return config["expert"]["targets"] == "silver_then_expert"
+
+
+def training_labels(wildcards):
+    """What the (first) training stage learns from: the corrected labels, or the silver ones."""
+    if config["expert"]["targets"] == "corrected":
+        return rules.targets.output.corrected
+    return silver_labels(wildcards)
+
+
+def targets_inputs(wildcards):
+    """The silver and expert labels the training labels are made of, and an expert-labels file."""
+    inputs = {
+        "silver": silver_labels(wildcards),
+        "gold": rules.ingest.output.gold,
+        "reports": rules.ingest.output.reports,
+    }
+    if config["expert"]["labels"]:
+        inputs["expert_file"] = config["expert"]["labels"]
+    return inputs
+
+
+def trainer_inputs(wildcards, model):
+    """What a trainer's stage reads (model: bert or sft): the reports, its labels and the expert
+    labels models are chosen on; the SFT model's base and instructions. The second of two stages
+    (models/bert, models/sft) starts from the first (models/<model>_silver) and learns from the
+    expert-labeled training reports."""
+    second = two_stages() and getattr(wildcards, f"{model}_model") == model
+    inputs = {
+        "reports": rules.ingest.output.reports,
+        "labels": rules.targets.output.expert if second else training_labels(wildcards),
+        "gold": rules.ingest.output.gold,
+    }
+    if second:
+        inputs["start"] = results(f"models/{model}_silver")
+    if model == "sft":
+        instructions = "instruct_expert" if second else "instruct_train"
+        inputs["train"] = results(f"instruct/{instructions}.parquet")
+        inputs["validate"] = results("instruct/instruct_validate.parquet")
+        inputs["base"] = inputs.pop("start", rules.base_model.output[0])
+    return inputs
+
+
+def stage_settings(wildcards, model, settings):
+    """A trainer's settings; the second of two stages has expert.second_stage's over them."""
+    if two_stages() and getattr(wildcards, f"{model}_model") == model:
+        return settings | config["expert"]["second_stage"]["llm" if model == "sft" else model]
+    return settings
+
+
+def labeler_model_inputs(wildcards):
+    """A labeler's trained model, and for an LLM labeler the learned No Finding model where it has one."""
+    inputs = {"model": results(f"models/{wildcards.labeler}")}
+    if labeler_kind(wildcards.labeler) == "llm" and config["expert"]["no_finding"] == "learned":
+        inputs["no_finding"] = rules.no_finding_model.output[0]
+    return inputs
 
 
 def preference_inputs(wildcards):
@@ -135,7 +195,7 @@ def preference_inputs(wildcards):
         return inputs | (
             {"judgements": judgements} if Path(judgements).exists() else {}
         )
-    return inputs | {"policy": rules.sft.output[0], "expert": rules.ingest.output.gold}
+    return inputs | {"policy": results("models/sft"), "expert": rules.ingest.output.gold}
 
 
 def preference_settings():
@@ -159,7 +219,7 @@ def rl_rewards(algorithm):
 
 def rl_policy_inputs(wildcards):
     """The SFT policy, the prompts, and what the algorithm's rewards need."""
-    inputs = {"sft": rules.sft.output[0], "reports": rules.ingest.output.reports}
+    inputs = {"sft": results("models/sft"), "reports": rules.ingest.output.reports}
     rewards = rl_rewards(wildcards.algorithm)
     if "learned" in rewards:
         inputs["reward"] = rules.reward_model.output[0]
@@ -198,7 +258,7 @@ def calibration_inputs(wildcards):
     return {
         "reports": rules.ingest.output.reports,
         "gold": rules.ingest.output.gold,
-        "silver": instruct_labels(wildcards),
+        "silver": silver_labels(wildcards),
         "scores": results(f"predictions/validate/{wildcards.labeler}_scores.parquet"),
     }
 

@@ -2,7 +2,7 @@ rule instruct:
     """Prompt/completion pairs (instruction + report -> serialized labels), one parquet per split."""
     input:
         reports=rules.ingest.output.reports,
-        labels=instruct_labels,
+        labels=training_labels,
     output:
         expand(results("instruct/instruct_{split}.parquet"), split=SPLITS),
     log:

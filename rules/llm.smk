@@ -26,19 +26,17 @@ rule base_model:
 
 
 rule sft:
-    """Supervised fine-tuning with TRL's SFTTrainer (completion-only loss); resumes from checkpoints."""
+    """Supervised fine-tuning with TRL's SFTTrainer (completion-only loss); resumes from checkpoints. models/sft_silver is the first of two stages."""
     input:
-        base=rules.base_model.output[0],
-        train=results("instruct/instruct_train.parquet"),
-        validate=results("instruct/instruct_validate.parquet"),
-        reports=rules.ingest.output.reports,
-        labels=instruct_labels,
+        unpack(lambda wildcards: trainer_inputs(wildcards, "sft")),
     output:
-        directory(results("models/sft")),
+        directory(results("models/{sft_model}")),
     log:
-        logs("sft"),
+        logs("{sft_model}"),
     benchmark:
-        bench("sft")
+        bench("{sft_model}")
+    wildcard_constraints:
+        sft_model="sft|sft_silver",
     conda:
         "../envs/train.yaml"
     threads: resources_of("sft")["threads"]
@@ -47,7 +45,9 @@ rule sft:
         runtime=resources_of("sft")["runtime"],
         gpu=resources_of("sft")["gpu"],
     params:
-        settings=config["llm"]["sft"],
+        settings=lambda wildcards: stage_settings(
+            wildcards, "sft", config["llm"]["sft"]
+        ),
         prompt=prompt_settings(),
         epoch_selection=config["llm"]["epoch_selection"],
         inference=config["llm"]["inference"],
@@ -58,8 +58,8 @@ rule sft:
 rule predict_llm:
     """Label the test split with an LLM labeler (the SFT model, or an RLHF policy), and write each label's certainty-word logits."""
     input:
+        unpack(labeler_model_inputs),
         reports=rules.ingest.output.reports,
-        model=results("models/{labeler}"),
     output:
         results("predictions/{labeler}.parquet"),
         scores=results("predictions/{labeler}_scores.parquet"),

@@ -1,7 +1,7 @@
 rule review_set:
     """Blinded pairs of SFT candidate outputs for radiologists to judge (cxrlabel review)."""
     input:
-        policy=rules.sft.output[0],
+        policy=results("models/sft"),
         reports=rules.ingest.output.reports,
     output:
         results("review/pairs.csv"),
@@ -56,7 +56,7 @@ rule preferences:
 rule reward_model:
     """TRL RewardTrainer (pairwise loss) on the preference pairs, initialised from the SFT model."""
     input:
-        sft=rules.sft.output[0],
+        sft=results("models/sft"),
         pairs=rules.preferences.output.pairs,
     output:
         directory(results("models/reward")),

@@ -1,5 +1,6 @@
 """Running the workflow from tests: snakemake in the repository root, and config overlays that
-send every output of the embedded default into a test's own directory."""
+send every output of the embedded default (or of its miniature, config/smoke.yaml) into a test's
+own directory."""
 
 from __future__ import annotations
 
@@ -17,8 +18,13 @@ def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
-def overlay(directory: Path, extra: dict | None = None) -> str:
-    """A config overlay that sends every output under ``directory`` (the embedded default otherwise)."""
+#: config/smoke.yaml: the embedded default in miniature, for the tests that check mechanics
+SMOKE = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+
+
+def overlay(directory: Path, extra: dict | None = None, smoke: bool = False) -> str:
+    """A config overlay that sends every output under ``directory``: the embedded default
+    otherwise, or with ``smoke`` its miniature (config/smoke.yaml), then ``extra`` over it."""
     demo_dir = f"{directory}/demo_corpus"
     names = {"reports": "mimic-cxr-reports.zip", "silver_labels": "mimic-cxr-2.0.0-chexpert.csv.gz",
              "split": "mimic-cxr-2.0.0-split.csv.gz", "gold_labels": "mimic-cxr-2.1.0-test-set-labeled.csv"}
@@ -28,7 +34,7 @@ def overlay(directory: Path, extra: dict | None = None) -> str:
         "corpus": {"mimic": {key: f"{demo_dir}/{name}" for key, name in names.items()}},
     }
     path = directory / f"overlay-{len(list(directory.glob('overlay-*')))}.yaml"
-    path.write_text(yaml.safe_dump(_merge(config, extra or {})))
+    path.write_text(yaml.safe_dump(_merge(_merge(SMOKE if smoke else {}, config), extra or {})))
     return str(path)
 
 

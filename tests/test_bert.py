@@ -10,6 +10,7 @@ from transformers import AutoTokenizer
 from cxrlabel.io.labels import labels_schema
 from cxrlabel.labelers.bert import CLASS_CODES, class_weights, encode, label_classes, packaged_encoder
 from cxrlabel.observations import OBSERVATIONS
+from cxrlabel.training.selection import SelectionReference
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +54,7 @@ def test_training_keeps_the_epoch_with_the_best_validate_f1_and_stops_after_pati
 
     monkeypatch.setattr(bert, "validation_f1", validation_f1)
     settings = bert.BertSettings(max_length=32, epochs=6, patience=2, batch_size=2, learning_rate=1e-3, head_learning_rate=1e-2, threads=1)
-    stats = bert.train_bert(packaged_encoder(), (texts, labels), (texts[:2], labels.head(2)), str(tmp_path / "bert"), settings)
+    stats = bert.train_bert(packaged_encoder(), (texts, labels), (texts[:2], SelectionReference(labels.head(2), "full", "silver")), str(tmp_path / "bert"), settings)
     assert (stats["epochs_run"], stats["best_epoch"], stats["validate_f1"]) == (4, 2, 0.7)
     saved = bert.BertLabeler(str(tmp_path / "bert")).model.heads.state_dict()
     assert all(torch.equal(saved[k], heads[1][k]) for k in saved) and not all(torch.equal(saved[k], heads[3][k]) for k in saved)
@@ -74,10 +75,12 @@ def test_validation_f1_is_the_mean_weighted_f1_against_the_labels():
         for head in model.heads:  # every head answers its class 0 (blank) whatever the report
             head.weight.zero_()
             head.bias.copy_(torch.tensor([1.0] + [0.0] * (head.bias.numel() - 1)))
-        assert validation_f1(model, encoded, labels, tokenizer.pad_token_id, 2) == 0.0
+        assert validation_f1(model, encoded, SelectionReference(labels, "full", "silver"), tokenizer.pad_token_id, 2) == 0.0
         edema.bias.copy_(torch.tensor([0.0, 1.0, 0.0, 0.0]))  # Edema: positive for both reports
     # only Edema has gold labels: positive F1 2/3 (support 1), negative F1 0 (support 1)
-    assert abs(validation_f1(model, encoded, labels, tokenizer.pad_token_id, 2) - 1 / 3) < 1e-9
+    assert abs(validation_f1(model, encoded, SelectionReference(labels, "full", "silver"), tokenizer.pad_token_id, 2) - 1 / 3) < 1e-9
+    # against positive-only labels only positive extraction is scored: Edema's positive F1 2/3
+    assert abs(validation_f1(model, encoded, SelectionReference(labels, "positive_only", "expert"), tokenizer.pad_token_id, 2) - 2 / 3) < 1e-9
 
 
 def test_scores_are_the_head_logits_of_the_predicted_labels(tmp_path):

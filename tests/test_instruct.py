@@ -8,7 +8,9 @@ import pytest
 
 from cxrlabel.instruct import PromptSettings, build_prompt, instruction_table, oversample_rare, parse_completion, perturbed_instructions, sentence_instruction_table, serialize_labels, unit_table
 from cxrlabel.io.labels import labels_schema
+from cxrlabel.labelers.rule import RuleLabeler
 from cxrlabel.observations import OBSERVATIONS
+from cxrlabel.predict import predict
 
 CLASSES = (1, 0, -1, None)
 FORMATS = ("mentioned", "full", "evidence")
@@ -96,11 +98,21 @@ def test_report_unit_prompts_are_the_papers_and_sentence_prompts_say_sentence():
 
 def test_sentence_instructions_pair_every_sentence_with_the_rule_labels_of_its_mentions():
     reports = pl.DataFrame({"study_id": ["a", "b"], "text": ["Heart size is normal. No effusion.", "No effusion. Possible pneumonia."]})
-    table = sentence_instruction_table(reports, PromptSettings("mentioned", "sentence"))
+    table = sentence_instruction_table(reports, predict(RuleLabeler(), reports), PromptSettings("mentioned", "sentence"))
     assert table["study_id"].to_list() == ["a", "a", "b", "b"]  # recurring sentences recur
     assert [p.rsplit("Sentence: ", 1)[1][: -len("\n\nLabels:\n")] for p in table["prompt"]] == ["Heart size is normal.", "No effusion.", "No effusion.", "Possible pneumonia."]
     # No Finding is a report-level label: never in a sentence's completion
     assert table["completion"].to_list() == ['{"Cardiomegaly": "negative"}', '{"Pleural Effusion": "negative"}', '{"Pleural Effusion": "negative"}', '{"Pneumonia": "uncertain"}']
+
+
+def test_sentence_instructions_carry_corrected_report_labels_to_the_sentences_that_decided_them():
+    """Training labels that differ from the rule labeler's (corrected by expert labels) relabel the
+    sentences of the rule's class; a label no sentence mentions cannot be placed."""
+    reports = pl.DataFrame({"study_id": ["a"], "text": ["Heart size is borderline. No effusion. Possible pneumonia."]})
+    corrected = predict(RuleLabeler(), reports).with_columns(
+        pl.lit(1, dtype=pl.Int8).alias("Cardiomegaly"), pl.lit(-1, dtype=pl.Int8).alias("Pneumonia"), pl.lit(1, dtype=pl.Int8).alias("Edema"))
+    table = sentence_instruction_table(reports, corrected, PromptSettings("mentioned", "sentence"))
+    assert table["completion"].to_list() == ['{"Cardiomegaly": "positive"}', '{"Pleural Effusion": "negative"}', '{"Pneumonia": "uncertain"}']
 
 
 def test_unit_table_holds_each_distinct_text_once_with_its_first_report():
@@ -194,7 +206,7 @@ def test_evidence_training_quotes_are_the_rule_spans_as_the_prompt_shows_them(lo
 @pytest.mark.parametrize("lowercase", [False, True])
 def test_evidence_sentence_instructions_quote_each_sentence(lowercase):
     reports = pl.DataFrame({"study_id": ["a"], "text": ["Heart size is normal. No  pleural effusion or\tpneumothorax. Possible Pneumonia."]})
-    table = sentence_instruction_table(reports, PromptSettings("evidence", "sentence", lowercase))
+    table = sentence_instruction_table(reports, predict(RuleLabeler(), reports), PromptSettings("evidence", "sentence", lowercase))
     parsed = [parse_completion(c, "evidence") for c in table["completion"]]
     assert [p.error for p in parsed] == [None] * 3
     assert [{k: v for k, v in p.labels.items() if v is not None} for p in parsed] == [{"Cardiomegaly": 0}, {"Pleural Effusion": 0, "Pneumothorax": 0}, {"Pneumonia": -1}]

@@ -89,7 +89,7 @@ def selection(tmp_path):
 
 
 def test_epoch_selection_scores_a_model_by_how_it_labels_the_validate_reports(base, tuned, selection):
-    assert selection.reports["study_id"].to_list() == [f"v{i}" for i in range(6)] and selection.labels.height == 6
+    assert selection.reports["study_id"].to_list() == [f"v{i}" for i in range(6)] and selection.reference.labels.height == 6
     scores = [selection.score(AutoModelForCausalLM.from_pretrained(path), AutoTokenizer.from_pretrained(path, padding_side="left")) for path in (base, tuned)]
     assert scores[1] > scores[0]  # the model tuned to the silver answers agrees with them better
 

@@ -1,5 +1,7 @@
 """The Snakemake workflow itself: lint, formatting, every config, and one real run of the whole
-embedded default (every stage, from the demo corpus to the figures) that later tests inspect."""
+DAG (every stage, from the demo corpus to the figures) that later tests inspect: the embedded
+default in miniature (config/smoke.yaml), since these tests check mechanics; the embedded default
+itself runs whole in the Slurm stage (tests/cluster), which also checks what its labelers learn."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ import pytest
 import yaml
 from conftest import ROOT
 from review_browser import ReviewServer, chromium, free_port, require_browser
-from snakemake_runs import overlay, snakemake
+from snakemake_runs import SMOKE, overlay, snakemake
 
 from cxrlabel.instruct import PERTURBED_PREFIX
 
@@ -28,9 +30,10 @@ def planned_jobs(*configfiles: str) -> set[str]:
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> dict:
-    """The whole embedded default, run once for real (every stage, on CPU)."""
+    """The whole DAG of the embedded default in miniature (config/smoke.yaml), run once for real
+    (every stage, on CPU)."""
     directory = tmp_path_factory.mktemp("pipeline")
-    config = overlay(directory)
+    config = overlay(directory, smoke=True)
     snakemake("--cores", "2", "--configfile", config)
     return {"dir": directory, "config": config, "results": directory / "results"}
 
@@ -101,7 +104,7 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
         # two "GPUs": torchrun runs SFT and GRPO in 2 processes (gloo here), prediction and sampling in 2 shards
         "resources": {name: {"gpu": 2} for name in ("sft", "predict_llm", "preferences", "rl_policy")},
     }
-    config = overlay(tmp_path, budget)
+    config = overlay(tmp_path, budget, smoke=True)
     snakemake("--cores", "2", "--configfile", config)
     results = tmp_path / "results"
     train = pl.read_parquet(results / "instruct/instruct_train.parquet")
@@ -114,7 +117,8 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
     pairs = pl.read_parquet(results / "rlhf/preferences.parquet")
     assert pairs.height > 0 and pairs["prompt"].str.contains("\n\nSentence: ").all()
     summary = json.loads((results / "rlhf/preferences_summary.json").read_text())
-    assert summary["pairs"] == pairs.height and summary["reports_judged"] == 147 and 1 <= summary["distinct_candidates_per_unit"] <= 4
+    validate = pl.read_parquet(results / "corpus/reports.parquet").filter(pl.col("split") == "validate").height
+    assert summary["pairs"] == pairs.height and summary["reports_judged"] == validate and 1 <= summary["distinct_candidates_per_unit"] <= 4
     for log in ("sft", "preferences", "grpo", "predict_sft", "predict_grpo"):
         text = (results / f"logs/{log}.log").read_text()
         assert "process 0 of 2" in text and "process 1 of 2" in text, log
@@ -128,7 +132,7 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
 
 def test_pipeline_accounts_for_every_record(pipeline):
     summary = json.loads((pipeline["results"] / "corpus/ingest_summary.json").read_text())
-    assert summary["kept"]["reports"] == 1500 and summary["dropped"] == {}
+    assert summary["kept"]["reports"] == SMOKE["demo"]["n_studies"] and summary["dropped"] == {}
     train = pl.read_parquet(pipeline["results"] / "instruct/instruct_train.parquet")
     assert train.height == summary["kept"]["reports_by_split"]["train"]
 
@@ -147,8 +151,8 @@ def test_pipeline_writes_every_table_and_figure(pipeline):
     assert robustness.filter(pl.col("labeler") == "rule", pl.col("meaning_preserving"))["passes"].all()
     guard = pl.read_csv(tables / "table8_rl_guard.csv")
     assert guard["labeler"].to_list() == ["sft", "ppo", "gold"] and guard["positives_per_report"].is_not_null().all()
-    curves = pl.read_csv(pipeline["results"] / "models/ppo/rl_curves.csv")  # 64 episodes, 8 a update
-    assert curves.height == 8 and curves["reward"].is_not_null().all() and curves["format_error_rate"].is_between(0, 1).all()
+    curves = pl.read_csv(pipeline["results"] / "models/ppo/rl_curves.csv")  # 16 episodes, 8 an update
+    assert curves.height == SMOKE["rlhf"]["ppo"]["total_episodes"] // 8 and curves["reward"].is_not_null().all() and curves["format_error_rate"].is_between(0, 1).all()
     calibration = pl.read_csv(tables / "table9_calibration.csv")  # the demo's gold covers validate and test, 4-class
     assert calibration["labeler"].to_list() == ["bert", "sft", "ppo"] and set(calibration["fitted_on"]) == set(calibration["evaluated_on"]) == {"gold"}
     assert calibration["ece_after"].is_between(0, 1).all() and (calibration["temperature"] > 0).all()
@@ -157,16 +161,6 @@ def test_pipeline_writes_every_table_and_figure(pipeline):
         assert (pipeline["results"] / f"figures/{figure}.png").stat().st_size > 10_000
     for rule in ("demo_corpus", "ingest", "instruct", "sft", "ppo", "evaluate"):
         assert (pipeline["results"] / f"benchmarks/{rule}.tsv").is_file()
-
-
-def test_labelers_learn_the_task(pipeline):
-    """On the demo corpus's gold test set every labeler clearly learns the task (an all-blank
-    labeler scores 0), and the LLM's outputs are well-formed."""
-    average = pl.read_csv(pipeline["results"] / "tables/table1_average_ci.csv")
-    scores = dict(zip(average["labeler"], average["average"]))
-    assert scores["rule"] > 0.9 and scores["sft"] > 0.8 and scores["ppo"] > 0.8 and scores["bert"] > 0.5, scores
-    errors = pl.read_csv(pipeline["results"] / "tables/table6_errors_per_report.csv")
-    assert (errors.filter(pl.col("labeler").is_in(["sft", "ppo"]))["format_error_pct"] < 10).all()
 
 
 def test_reward_model_and_preferences_are_real(pipeline):
@@ -189,12 +183,12 @@ def test_nothing_is_stale_after_a_run(pipeline):
 
 
 def test_figure_styling_reruns_only_the_figures(pipeline):
-    restyled = overlay(pipeline["dir"], {"figures": {"style": {"dpi": 90}}})
+    restyled = overlay(pipeline["dir"], {"figures": {"style": {"dpi": 90}}}, smoke=True)
     assert planned_jobs(restyled) == {"figures"}
 
 
 def test_evaluation_settings_rerun_only_evaluation_and_figures(pipeline):
-    changed = overlay(pipeline["dir"], {"evaluation": {"bootstrap_resamples": 500}})
+    changed = overlay(pipeline["dir"], {"evaluation": {"bootstrap_resamples": 500}}, smoke=True)
     planned = planned_jobs(changed)
     assert planned == {"evaluate", "significance", "figures"} and not planned & TRAINING_RULES
 
@@ -222,7 +216,7 @@ def test_radiologists_judge_in_a_browser_and_the_reward_model_learns_from_their_
     shutil.copytree(pipeline["dir"], run, symlinks=True)
     pairs_csv, judgements = run / "results/review/pairs.csv", tmp_path / "radiologist_judgements.csv"
     two_candidates = {"rlhf": {"candidates": 2}}  # half the sampling of the default's 4: a pair per report at most
-    snakemake("--cores", "2", "--rerun-triggers", "mtime", "--configfile", overlay(run, two_candidates), "--", str(pairs_csv))
+    snakemake("--cores", "2", "--rerun-triggers", "mtime", "--configfile", overlay(run, two_candidates, smoke=True), "--", str(pairs_csv))
     pairs = pl.read_csv(pairs_csv, infer_schema=False)
     assert pairs.height > 20 and pairs.columns == ["pair_id", "study_id", "text", "output_a", "output_b"]
 
@@ -259,7 +253,7 @@ def test_radiologists_judge_in_a_browser_and_the_reward_model_learns_from_their_
     # hold out some of the judged reports' pairs: three judgements, so pick the fraction that splits them
     studies = judged["study_id"].to_list()
     fraction = next(f for f in (0.2, 0.35, 0.5, 0.65, 0.8) if 0 < sum(held_out(s, f, 0) for s in studies) < len(studies))
-    human = overlay(run, {"rlhf": {"judge": "human", "human_judgements": str(judgements), "held_out_fraction": fraction, "candidates": 2}})
+    human = overlay(run, {"rlhf": {"judge": "human", "human_judgements": str(judgements), "held_out_fraction": fraction, "candidates": 2}}, smoke=True)
     snakemake("--cores", "2", "--rerun-triggers", "mtime", "--configfile", human, "--", str(run / "results/models/reward"))
     preferences = pl.read_parquet(run / "results/rlhf/preferences.parquet")
     assert preferences.height == 3 and (preferences["source"] == "human").all()

@@ -250,20 +250,28 @@ def instruction_table(reports: pl.DataFrame, labels: pl.DataFrame, prompt: Promp
     return pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA)
 
 
-def sentence_instruction_table(reports: pl.DataFrame, prompt: PromptSettings) -> pl.DataFrame:
+def sentence_instruction_table(reports: pl.DataFrame, labels: pl.DataFrame, prompt: PromptSettings) -> pl.DataFrame:
     """``study_id, prompt, completion`` for every sentence of every report, in order, labeled by the
-    rule labeler. Sentences that recur ("The lungs are clear.") recur here as often as in the
-    reports: trained on distinct sentences only, the model agreed less with the rule labeler
-    (validate: 0.80 against 0.91 of sentences exactly right, docs/benchmarks.md)."""
+    rule labeler, relabeled where a report's ``labels`` (its training labels: the rule labeler's
+    own, or those corrected by expert labels) differ from what its sentences aggregate to
+    (:func:`cxrlabel.training.targets.sentence_targets`). Sentences that recur ("The lungs are
+    clear.") recur here as often as in the reports: trained on distinct sentences only, the model
+    agreed less with the rule labeler (validate: 0.80 against 0.91 of sentences exactly right,
+    docs/benchmarks.md)."""
     from cxrlabel.labelers.rule import RuleLabeler
+    from cxrlabel.training.targets import sentence_targets
 
     rule = RuleLabeler()
     quoting = rule if prompt.format == "evidence" else None  # the rule labeler quotes its own labels
-    rows = [
-        {"study_id": study_id, "prompt": prompt.build(sentence), "completion": completion_of(sentence, rule.sentence_labels(sentence), prompt, quoting)}
-        for study_id, text in zip(reports["study_id"], reports["text"])
-        for sentence in split_sentences(text)
-    ]
+    by_id = {row["study_id"]: row for row in labels.iter_rows(named=True)}
+    rows, unplaced = [], Counter()
+    for study_id, text in zip(reports["study_id"], reports["text"]):
+        sentences = split_sentences(text)
+        relabeled, missing = sentence_targets([rule.sentence_labels(sentence) for sentence in sentences], by_id[study_id])
+        unplaced.update(missing)
+        rows += [{"study_id": study_id, "prompt": prompt.build(s), "completion": completion_of(s, sentence_labels, prompt, quoting)} for s, sentence_labels in zip(sentences, relabeled)]
+    if unplaced:
+        log.info("training labels that no sentence mentions, so none teaches them: %s", dict(sorted(unplaced.items())))
     return pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA)
 
 
@@ -357,7 +365,7 @@ def write_instruction_sets(
         in_split = reports.filter(pl.col("split") == split)
         labeled = in_split.join(labels.select("study_id"), on="study_id", how="semi", maintain_order="left")
         if prompt.unit == "sentence":
-            table = sentence_instruction_table(labeled, prompt)
+            table = sentence_instruction_table(labeled, labels, prompt)
         else:
             table = instruction_table(labeled, labels, prompt)
         log.info("instruct %s: %d pairs from %d reports (%d without labels)", split, table.height, in_split.height, in_split.height - labeled.height)

@@ -4,6 +4,10 @@ Needs the test cluster (`tests/cluster/slurm-cluster start`, as root); deselecte
 run with `pytest -m cluster` (CI does, under `timeout -s KILL`). The cluster advertises one
 fake GPU, so the overlay makes `sft` declare one, as it would on a GPU cluster.
 
+This is the one run of the embedded default in CI, exactly as `snakemake --cores all` runs it
+(the suite checks the DAG's mechanics on its miniature, config/smoke.yaml): so what its labelers
+learn is checked here too.
+
 The fault: every attempt of the `base_model` job is killed (SIGKILL to all of its processes, as
 the OOM killer or a crashing node would) a few seconds into its run, so the first invocation
 fails after the profile's retry; the same command then completes, rerunning only what did not
@@ -18,6 +22,7 @@ import subprocess
 import time
 from pathlib import Path
 
+import polars as pl
 import pytest
 from conftest import ROOT
 from snakemake_runs import overlay
@@ -27,14 +32,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 KILLED_RULE = "base_model"
 GPU_RULE = "sft"
 PIPELINE_TIMEOUT_S = 40 * 60
-# Dispatch is under test here, not learning (the suite runs the embedded default whole): every
-# rule runs as a job, with the longest trainings cut short. base_model keeps its budget: the
-# fault needs it running for more than a few seconds.
-SMALL_BUDGETS = {
-    "llm": {"sft": {"num_train_epochs": 2}},  # enough to sample distinct, rankable outputs: preference pairs
-    "labelers": {"bert": {"train": {"epochs": 1}}},
-    "rlhf": {"ppo": {"total_episodes": 16}},
-}
 
 
 def slurm(*args: str) -> str:
@@ -96,7 +93,7 @@ def slurm_runs(tmp_path_factory) -> dict:
     except (OSError, subprocess.CalledProcessError) as error:
         pytest.fail(f"no Slurm cluster answers ({error}): start one with tests/cluster/slurm-cluster start")
     directory = tmp_path_factory.mktemp("slurm")
-    config = overlay(directory, {"resources": {GPU_RULE: {"gpu": 1}}} | SMALL_BUDGETS)
+    config = overlay(directory, {"resources": {GPU_RULE: {"gpu": 1}}})
     submitted_after = time.strftime("%Y-%m-%dT%H:%M:%S")
     started = time.monotonic()
     first_rc, killed = run_profile(config, directory / "first.log", kill_rule=KILLED_RULE)
@@ -144,3 +141,14 @@ def test_the_gpu_rule_asked_slurm_for_a_gpu_and_got_the_gpu_partition(slurm_runs
             assert "gres/gpu=1" in requested and partition == "gpu", (partition, requested)
         elif comment:
             assert "gres/gpu" not in requested and partition == "cpu", (comment, partition, requested)
+
+
+def test_labelers_learn_the_task(slurm_runs):
+    """On the demo corpus's gold test set every labeler of the embedded default clearly learns
+    the task (an all-blank labeler scores 0), and the LLM's outputs are well-formed."""
+    tables = slurm_runs["dir"] / "results/tables"
+    average = pl.read_csv(tables / "table1_average_ci.csv")
+    scores = dict(zip(average["labeler"], average["average"]))
+    assert scores["rule"] > 0.9 and scores["sft"] > 0.8 and scores["ppo"] > 0.8 and scores["bert"] > 0.5, scores
+    errors = pl.read_csv(tables / "table6_errors_per_report.csv")
+    assert (errors.filter(pl.col("labeler").is_in(["sft", "ppo"]))["format_error_pct"] < 10).all()

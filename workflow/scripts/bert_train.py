@@ -3,4 +3,6 @@ from cxrlabel.runlog import logged
 
 with logged(snakemake.log[0]):
     settings = BertSettings(**snakemake.params.settings, threads=snakemake.threads)
-    train_bert_on_split(snakemake.params.encoder, snakemake.input.reports, snakemake.input.labels, snakemake.output[0], settings)
+    encoder = snakemake.input.get("start", snakemake.params.encoder)  # the second stage starts from the first
+    inputs = snakemake.input
+    train_bert_on_split(encoder, inputs.reports, inputs.labels, snakemake.output[0], settings, inputs.gold)

@@ -11,6 +11,8 @@ with logged(snakemake.log[0]):
         options = {"batch_size": params["batch_size"]}
         if kind == "llm":
             options |= {"name": snakemake.wildcards.labeler, "max_new_tokens": params["max_new_tokens"]}
+    if "no_finding" in snakemake.input:  # an LLM labeler's learned No Finding (expert.no_finding)
+        options |= {"no_finding": snakemake.input.no_finding}
     job = {"kind": kind, "model": snakemake.input.model, "reports": snakemake.input.reports, "out": snakemake.output[0], "split": split}
     job |= {"options": options, "threads": snakemake.threads, "chunk_size": params["chunk_size"]}
     launch("cxrlabel.predict:predict_split_job", job, snakemake.resources.gpu, snakemake.log[0])

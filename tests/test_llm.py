@@ -244,6 +244,42 @@ def sentence_model(base, tmp_path):
     return path
 
 
+def test_the_answer_room_is_stored_with_the_model_and_every_later_use_takes_it(sentence_model, tmp_path, monkeypatch):
+    """cxrlabel_llm.json records max_new_tokens: the labeler, `cxrlabel label` (unless
+    --max-new-tokens says otherwise) and the RL sentence contexts give the model that room; a
+    folder from before it was recorded gets 128."""
+    from cxrlabel.cli import main
+    from cxrlabel.labelers import Labeled
+
+    write_llm_settings(str(sentence_model), PromptSettings("mentioned", "sentence", max_new_tokens=300))
+    recorded = json.loads((sentence_model / "cxrlabel_llm.json").read_text())
+    assert recorded == {"format": "mentioned", "unit": "sentence", "lowercase": False, "max_new_tokens": 300}
+    assert LLMLabeler(str(sentence_model)).max_new_tokens == 300
+    assert LLMLabeler(str(sentence_model), max_new_tokens=40).max_new_tokens == 40
+    rooms = []
+
+    def label_batch(self, texts, evidence=False):
+        rooms.append(self.max_new_tokens)
+        return [Labeled(dict.fromkeys(OBSERVATIONS))] * len(texts)
+
+    def generate(self, prompts):
+        rooms.append(self.max_new_tokens)
+        return ["{}"] * len(prompts)
+
+    monkeypatch.setattr(LLMLabeler, "label_batch", label_batch)
+    monkeypatch.setattr(LLMLabeler, "generate", generate)
+    (tmp_path / "in.csv").write_text("report\nNo edema.\n")
+    label = ["label", "--labeler", "llm", "--model", str(sentence_model), "--input", str(tmp_path / "in.csv"),
+             "--output", str(tmp_path / "out.csv")]
+    assert main(label) == 0 and main([*label, "--max-new-tokens", "64"]) == 0
+    sentence_contexts(str(sentence_model), pl.DataFrame({"study_id": ["s0"], "text": ["No pneumothorax. No edema."]}))
+    assert rooms == [300, 64, 300]
+    before_recorded = {"format": "mentioned", "unit": "sentence", "lowercase": False}
+    (sentence_model / "cxrlabel_llm.json").write_text(json.dumps(before_recorded))
+    old = LLMLabeler(str(sentence_model))
+    assert old.max_new_tokens == 128 and old.prompt == PromptSettings("mentioned", "sentence")
+
+
 def test_a_sentence_unit_labeler_labels_each_distinct_sentence_once_and_aggregates(sentence_model, monkeypatch):
     labeler = LLMLabeler(str(sentence_model), max_new_tokens=12)
     reports = ["No pneumothorax. Small left pleural effusion.", "Small left pleural effusion. Possible pneumonia. No pneumothorax."]

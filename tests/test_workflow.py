@@ -110,7 +110,8 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
     copies = train.filter(pl.col("study_id").str.starts_with(PERTURBED_PREFIX))["study_id"].str.split("-").list.get(1)
     assert set(copies) == {"deid_xxxx", "negation_removed"}
     for model in ("sft", "ppo", "grpo"):
-        assert json.loads((results / f"models/{model}/cxrlabel_llm.json").read_text()) == {"format": "mentioned", "unit": "sentence", "lowercase": False}
+        recorded = json.loads((results / f"models/{model}/cxrlabel_llm.json").read_text())
+        assert recorded == {"format": "mentioned", "unit": "sentence", "lowercase": False, "max_new_tokens": 32}
     pairs = pl.read_parquet(results / "rlhf/preferences.parquet")
     assert pairs.height > 0 and pairs["prompt"].str.contains("\n\nSentence: ").all()
     summary = json.loads((results / "rlhf/preferences_summary.json").read_text())

@@ -79,9 +79,11 @@ def test_paper_config_runs_on_files_shaped_like_mimic_cxr(tmp_path):
 
 
 def test_invalid_combinations_are_refused_by_the_schema(tmp_path):
-    """Sentence instructions are labeled by the rule labeler, and human judgements compare whole reports."""
+    """Sentence instructions are labeled by the rule labeler, human judgements compare whole reports,
+    and a trainer's weights are float32 or bfloat16."""
     for extra in ({"instruct": {"unit": "sentence"}}, {"instruct": {"recombined_reports": 10}},
-                  {"instruct": {"unit": "sentence", "labels": "rule"}, "rlhf": {"judge": "human", "human_judgements": "j.csv"}}):
+                  {"instruct": {"unit": "sentence", "labels": "rule"}, "rlhf": {"judge": "human", "human_judgements": "j.csv"}},
+                  {"rlhf": {"ppo": {"dtype": "float16"}}}):
         result = snakemake("-n", "--configfile", overlay(tmp_path, extra), check=False)
         assert result.returncode != 0 and "ValidationError" in result.stdout + result.stderr, extra
 

@@ -116,6 +116,14 @@ def prompt_settings():
     }
 
 
+def model_settings():
+    """Recorded beside the SFT model (cxrlabel_llm.json): how it is prompted, and
+    the room its answers get in every later use (cxrlabel label, RL)."""
+    return prompt_settings() | {
+        "max_new_tokens": config["llm"]["inference"]["max_new_tokens"]
+    }
+
+
 def silver_labels(wildcards):
     """The silver labels: the corpus's own, or the rule labeler's (instruct.labels)."""
     if config["instruct"]["labels"] == "rule":

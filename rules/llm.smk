@@ -48,7 +48,7 @@ rule sft:
         settings=lambda wildcards: stage_settings(
             wildcards, "sft", config["llm"]["sft"]
         ),
-        prompt=prompt_settings(),
+        prompt=model_settings(),
         epoch_selection=config["llm"]["epoch_selection"],
         inference=config["llm"]["inference"],
     script:

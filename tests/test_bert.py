@@ -113,3 +113,32 @@ def test_scores_are_the_head_logits_of_the_predicted_labels(tmp_path):
             assert confidence(logits, item.labels[name]) >= 1 / len(logits)
             scored += 1
     assert scored > 0
+
+
+def test_the_classifier_goes_to_the_gpu_when_there_is_one_and_labels_the_same_on_the_cpu(tmp_path, monkeypatch):
+    """No GPU here: CUDA is said to be available and moving the model is recorded, not done. The
+    labeler and training ask for the GPU, and every tensor goes where the model is (so this CPU
+    run works), its outputs coming back to the CPU: labels and scores are those of a plain run."""
+    import torch
+    from transformers import AutoModel
+
+    from cxrlabel.labelers import bert
+
+    torch.manual_seed(0)
+    tokenizer = AutoTokenizer.from_pretrained(packaged_encoder())
+    model = bert.BertLabelerModel(AutoModel.from_pretrained(packaged_encoder()))
+    bert.save_bert(model, tokenizer, str(tmp_path / "bert"), bert.BertSettings(max_length=32))
+    texts = ["Mild pulmonary edema.", "No pneumothorax.", "Heart size is normal. Pacemaker in place."]
+    plain = bert.BertLabeler(str(tmp_path / "bert"), batch_size=2).label_batch(texts)
+    moved = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(bert.BertLabelerModel, "to", lambda self, device: moved.append(torch.device(device)) or self)
+    labeled = bert.BertLabeler(str(tmp_path / "bert"), batch_size=2).label_batch(texts)
+    assert moved == [torch.device("cuda")] and bert.device() == torch.device("cuda")
+    assert [(item.labels, item.scores) for item in labeled] == [(item.labels, item.scores) for item in plain]
+    labels = pl.DataFrame([{"study_id": str(i), "Edema": int(i == 0)} for i in range(3)], schema=labels_schema())
+    settings = bert.BertSettings(max_length=16, epochs=1, batch_size=2, threads=1)
+    bert.train_bert(packaged_encoder(), (texts, labels), (texts, labels), str(tmp_path / "trained"), settings)
+    assert moved == [torch.device("cuda")] * 2
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bert.device() == torch.device("cpu")

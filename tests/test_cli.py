@@ -66,14 +66,32 @@ def test_model_labelers_need_their_folder(tmp_path, labeler, capsys):
 
 
 def test_rule_logs_keep_what_libraries_print(tmp_path):
-    from cxrlabel.runlog import logged
+    """A one-process rule job (a fresh interpreter, its stderr the real one): its log gets what
+    libraries write to stderr, transformers' logger (which does not propagate, its handler made at
+    import, before the block), warnings and tqdm bars, as well as log records and stdout; the
+    terminal still gets them."""
+    code = f"""
+import sys, warnings
+from tqdm import tqdm
+from transformers.utils import logging as hf_logging
+from cxrlabel.runlog import logged
 
-    with logged(tmp_path / "rule.log") as log:
-        log.info("labeled 3 reports")
-        print({"loss": 0.25})  # how trainers report their metrics
-        assert sys.stdout.isatty() in (True, False) and sys.stdout.encoding  # libraries ask the stream
+with logged({str(tmp_path / "rule.log")!r}) as log:
+    log.info("labeled 3 reports")
+    print({{"loss": 0.25}})  # how trainers report their metrics
+    assert sys.stdout.isatty() in (True, False) and sys.stdout.encoding  # libraries ask the stream
+    hf_logging.get_logger("transformers.trainer").warning("transformers speaking")
+    warnings.warn("a deprecated option")
+    for _ in tqdm(range(3), desc="tokenizing"):
+        pass
+"""
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
     text = (tmp_path / "rule.log").read_text()
-    assert "labeled 3 reports" in text and "{'loss': 0.25}" in text
+    printed = ["labeled 3 reports", "transformers speaking", "UserWarning: a deprecated option", "tokenizing: 100%|"]
+    assert "{'loss': 0.25}" in text and all(line in text for line in printed), text
+    assert "{'loss': 0.25}" in done.stdout and all(line in done.stderr for line in printed), done.stderr
+    assert text.count("labeled 3 reports") == 1 and text.count("transformers speaking") == 1
 
 
 def heavy_modules_imported(args: list[str]) -> str:

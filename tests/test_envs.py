@@ -1,10 +1,15 @@
-"""Every rule's conda env exists, parses, and pins what pyproject.toml pins (conda cannot run here)."""
+"""Every rule's conda env exists, parses, and pins what pyproject.toml pins (conda cannot run here);
+``./dev`` stamps its .venv only after pip installed the pins."""
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
+import subprocess
 import tomllib
 
+import pytest
 import yaml
 
 from conftest import ROOT
@@ -49,3 +54,37 @@ def test_env_pins_agree_with_pyproject():
             match = PIN.match(spec)
             assert match, f"{env_file.name}: {spec} is not pinned"
             assert pins.get(match["name"].lower()) == match["version"], f"{env_file.name}: {spec} disagrees with pyproject.toml"
+
+
+FAKE_PYTHON = """#!/bin/sh
+# python3.11 as ./dev calls it: the version check passes; -m venv DIR makes DIR/bin/pip (which prints the
+# warning ./dev filters, a pip error when it fails, and exits with PIP_STATUS) and DIR/bin/python
+if [ "$1" = -m ]; then
+    mkdir -p "$3/bin"
+    printf '#!/bin/sh\\necho "WARNING: Location x is ignored"\\n' > "$3/bin/pip"
+    printf '[ "$PIP_STATUS" = 0 ] || echo "ERROR: no matching distribution" >&2\\nexit $PIP_STATUS\\n' >> "$3/bin/pip"
+    printf '#!/bin/sh\\nexit 0\\n' > "$3/bin/python"
+    chmod +x "$3/bin/pip" "$3/bin/python"
+fi
+"""
+
+
+@pytest.mark.parametrize("pip_status", [1, 0])
+def test_dev_stamps_the_venv_only_when_pip_installed_it(tmp_path, pip_status):
+    """./dev in a copy of the repository's script, a fake python3.11 first on PATH (the real .venv is
+    never touched): a failed pip install stops it loudly with no stamp; a good one is stamped, its
+    harmless location warnings filtered."""
+    shutil.copy(ROOT / "dev", tmp_path / "dev")
+    (tmp_path / "pyproject.toml").write_text('[project]\nname = "x"\ndependencies = ["no-such-package==0"]\n')
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin/python3.11").write_text(FAKE_PYTHON)
+    (tmp_path / "bin/python3.11").chmod(0o755)
+    env = os.environ | {"PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}", "PIP_STATUS": str(pip_status)}
+    done = subprocess.run(["./dev", "echo", "ran"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+    stamps = list((tmp_path / ".venv").glob(".installed-*"))
+    assert "WARNING: Location" not in done.stderr
+    if pip_status:
+        assert done.returncode != 0 and "ran" not in done.stdout and not stamps
+        assert "no matching distribution" in done.stderr and "pip install failed" in done.stderr
+    else:
+        assert done.returncode == 0 and done.stdout == "ran\n" and len(stamps) == 1, done.stderr

@@ -119,6 +119,29 @@ def test_sft_is_deterministic_in_a_fresh_folder(base, tmp_path):
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
 
 
+def test_bf16_is_mixed_precision_over_float32_weights_that_a_tiny_learning_rate_moves(base, tmp_path):
+    """``bf16: true`` autocasts; the weights load as ``dtype`` says, float32 unless set (as TRL
+    loads a model), so the optimizer updates a float32 master copy: one step at paper 2's PPO
+    learning rate 1e-6 moves each norm weight (near 1) by about that much. In bf16 weights
+    (spacing 2^-8 to 2^-7 there) the same step is lost."""
+    from cxrlabel.training.base_model import trainer_dtype
+
+    assert trainer_dtype({"bf16": True, "seed": 0}) == (torch.float32, {"bf16": True, "seed": 0})
+    assert trainer_dtype({"dtype": "bfloat16", "bf16": True}) == (torch.bfloat16, {"bf16": True})
+    train, tiny = str(base / "train.parquet"), sft_settings(1) | {"learning_rate": 1e-6}
+    before = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    norms = [name for name in before if name.endswith("norm.weight")]
+    assert len(norms) == 5 and {before[name].dtype for name in norms} == {torch.float32}  # 2 layers x 2, the final one
+    run_sft(str(base), train, train, str(tmp_path / "mixed"), tiny | {"bf16": True}, threads=1)
+    mixed = AutoModelForCausalLM.from_pretrained(tmp_path / "mixed").state_dict()
+    assert {weights.dtype for weights in mixed.values()} == {torch.float32}
+    assert all(0 < (mixed[name] - before[name]).abs().max() <= 2e-6 for name in norms)
+    run_sft(str(base), train, train, str(tmp_path / "bf16"), tiny | {"dtype": "bfloat16"}, threads=1)
+    pure = AutoModelForCausalLM.from_pretrained(tmp_path / "bf16").state_dict()
+    assert {weights.dtype for weights in pure.values()} == {torch.bfloat16}
+    assert all(torch.equal(pure[name], before[name].to(torch.bfloat16)) for name in norms)
+
+
 def test_labeler_decoding_equals_transformers_generate_one_prompt_at_a_time_and_long_reports_are_flagged(tuned):
     """The labeler's own greedy loop (instruction from its cache, finished rows dropped) against
     ``transformers``' ``generate`` on each prompt alone, unpadded: the same completions, for
@@ -154,7 +177,7 @@ def test_group_rl_tunes_a_policy_the_labeler_loads(base, reward_dir, tmp_path, a
     reports = pl.DataFrame({"study_id": ids, "text": REPORTS[:4]})
     expert = pl.DataFrame({"study_id": ids} | {name: pl.Series([0 if name == "Pneumothorax" else None] * 4, dtype=pl.Int8) for name in OBSERVATIONS})
     settings = {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 2, "max_completion_length": 12, "beta": 0.05,
-                "learning_rate": 1e-2, "bf16": False, "gradient_checkpointing": False, "use_cpu": True, "seed": 0, "logging_steps": 1}
+                "learning_rate": 1e-2, "dtype": "float32", "bf16": False, "gradient_checkpointing": False, "use_cpu": True, "seed": 0, "logging_steps": 1}
     out = tmp_path / algorithm
     run_group_rl(algorithm, str(base), reports, str(out), settings, threads=1, reward_dir=str(reward_dir), expert=expert, kind="full")
     before = AutoModelForCausalLM.from_pretrained(base).state_dict()
@@ -212,7 +235,8 @@ def test_reward_model_training_is_deterministic(base, tmp_path):
     good, bad = serialize_labels({"Pneumothorax": 0}, "mentioned"), serialize_labels({"Pneumothorax": 1}, "mentioned")
     pairs = pl.DataFrame({"study_id": [f"s{i}" for i in range(12)], "prompt": prompts * 3, "chosen": [good] * 12, "rejected": [bad] * 12})
     pairs.write_parquet(tmp_path / "pairs.parquet")
-    settings = {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "bf16": False, "gradient_checkpointing": False, "use_cpu": True, "seed": 0, "max_length": 128}
+    settings = {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "dtype": "float32", "bf16": False, "gradient_checkpointing": False, "use_cpu": True,
+                "seed": 0, "max_length": 128}
     weights = []
     for run in ("a", "b"):
         train_reward_model(str(base), str(tmp_path / "pairs.parquet"), str(tmp_path / run), settings, held_out_fraction=0.3, threads=1)
@@ -226,7 +250,7 @@ def test_ppo_tunes_a_policy_the_labeler_loads(base, reward_dir, tmp_path):
     reports = pl.DataFrame({"study_id": [f"s{i}" for i in range(4)], "text": REPORTS[:4]})
     settings = {"total_episodes": 4, "per_device_train_batch_size": 2, "num_mini_batches": 1, "num_ppo_epochs": 1,
                 "local_rollout_forward_batch_size": 2, "response_length": 12, "temperature": 0.7, "kl_coef": 0.05,
-                "learning_rate": 1e-2, "bf16": False, "gradient_checkpointing": False, "seed": 0, "use_cpu": True}
+                "learning_rate": 1e-2, "dtype": "float32", "bf16": False, "gradient_checkpointing": False, "seed": 0, "use_cpu": True}
     run_ppo(str(base), str(reward_dir), reports, str(tmp_path / "ppo"), settings, threads=1)
     before = AutoModelForCausalLM.from_pretrained(base).state_dict()
     after = AutoModelForCausalLM.from_pretrained(tmp_path / "ppo").state_dict()
@@ -242,6 +266,42 @@ def sentence_model(base, tmp_path):
     shutil.copytree(base, path, ignore=shutil.ignore_patterns("*.parquet"))
     write_llm_settings(str(path), PromptSettings("mentioned", "sentence"))
     return path
+
+
+def test_the_answer_room_is_stored_with_the_model_and_every_later_use_takes_it(sentence_model, tmp_path, monkeypatch):
+    """cxrlabel_llm.json records max_new_tokens: the labeler, `cxrlabel label` (unless
+    --max-new-tokens says otherwise) and the RL sentence contexts give the model that room; a
+    folder from before it was recorded gets 128."""
+    from cxrlabel.cli import main
+    from cxrlabel.labelers import Labeled
+
+    write_llm_settings(str(sentence_model), PromptSettings("mentioned", "sentence", max_new_tokens=300))
+    recorded = json.loads((sentence_model / "cxrlabel_llm.json").read_text())
+    assert recorded == {"format": "mentioned", "unit": "sentence", "lowercase": False, "max_new_tokens": 300}
+    assert LLMLabeler(str(sentence_model)).max_new_tokens == 300
+    assert LLMLabeler(str(sentence_model), max_new_tokens=40).max_new_tokens == 40
+    rooms = []
+
+    def label_batch(self, texts, evidence=False):
+        rooms.append(self.max_new_tokens)
+        return [Labeled(dict.fromkeys(OBSERVATIONS))] * len(texts)
+
+    def generate(self, prompts):
+        rooms.append(self.max_new_tokens)
+        return ["{}"] * len(prompts)
+
+    monkeypatch.setattr(LLMLabeler, "label_batch", label_batch)
+    monkeypatch.setattr(LLMLabeler, "generate", generate)
+    (tmp_path / "in.csv").write_text("report\nNo edema.\n")
+    label = ["label", "--labeler", "llm", "--model", str(sentence_model), "--input", str(tmp_path / "in.csv"),
+             "--output", str(tmp_path / "out.csv")]
+    assert main(label) == 0 and main([*label, "--max-new-tokens", "64"]) == 0
+    sentence_contexts(str(sentence_model), pl.DataFrame({"study_id": ["s0"], "text": ["No pneumothorax. No edema."]}))
+    assert rooms == [300, 64, 300]
+    before_recorded = {"format": "mentioned", "unit": "sentence", "lowercase": False}
+    (sentence_model / "cxrlabel_llm.json").write_text(json.dumps(before_recorded))
+    old = LLMLabeler(str(sentence_model))
+    assert old.max_new_tokens == 128 and old.prompt == PromptSettings("mentioned", "sentence")
 
 
 def test_a_sentence_unit_labeler_labels_each_distinct_sentence_once_and_aggregates(sentence_model, monkeypatch):

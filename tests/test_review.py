@@ -136,6 +136,37 @@ def test_submissions_are_checked_and_written_once_and_a_restart_resumes(review, 
     assert len(judgement_rows(judgements)) == 2
 
 
+def test_a_regenerated_review_set_resumes_at_the_first_pair_not_judged_by_its_content(tmp_path):
+    """review_set reran: the pairs are renumbered and new ones came in. A returning annotator's
+    judgements count by what was judged (report and the two outputs, either side), not by pair_id."""
+    def write(name, rows):
+        pl.DataFrame(rows, schema=list(PAIR_COLUMNS), orient="row").write_csv(tmp_path / name)
+        return tmp_path / name
+
+    judgements = tmp_path / "judgements.csv"
+    old = write("old.csv", [("p00001", "s0", "t0", OUTPUTS[0], OUTPUTS[1]),
+                            ("p00002", "s1", "t1", OUTPUTS[0], OUTPUTS[2])])
+    client = create_app(old, judgements).test_client()
+    for _ in range(2):
+        page = client.get("/annotate/dr-a").get_data(as_text=True)
+        client.post("/annotate/dr-a", data=form_of(page) | {"choice": "a"})
+    new = write("new.csv", [
+        ("p00001", "s2", "t2", OUTPUTS[0], OUTPUTS[3]),
+        ("p00002", "s0", "t0", OUTPUTS[1], OUTPUTS[0]),  # judged, its sides swapped
+        ("p00003", "s1", "t1", OUTPUTS[0], OUTPUTS[2]),  # judged
+        ("p00004", "s3", "t3", OUTPUTS[1], OUTPUTS[2]),
+    ])
+    client = create_app(new, judgements).test_client()
+    page = client.get("/annotate/dr-a").get_data(as_text=True)
+    assert form_of(page)["pair_id"] == "p00001" and "Pair 3 of 4" in page
+    replay = client.post("/annotate/dr-a", data=form_of(page) | {"pair_id": "p00003", "choice": "b"})
+    assert replay.status_code == 409  # judged before under another id: nothing written
+    client.post("/annotate/dr-a", data=form_of(page) | {"choice": "b"})
+    assert form_of(client.get("/annotate/dr-a").get_data(as_text=True))["pair_id"] == "p00004"
+    assert [row["pair_id"] for row in judgement_rows(judgements)] == ["p00001", "p00002", "p00001"]
+    assert form_of(client.get("/annotate/dr-b").get_data(as_text=True))["pair_id"] == "p00001"
+
+
 def test_the_preferences_rule_pairs_a_and_b_and_counts_ties_and_skips(review):
     client, judgements = review["client"], review["judgements"]
     for choice in ("a", "b", "tie", "skip"):

@@ -82,9 +82,11 @@ def test_paper_config_runs_on_files_shaped_like_mimic_cxr(tmp_path):
 
 
 def test_invalid_combinations_are_refused_by_the_schema(tmp_path):
-    """Sentence instructions are labeled by the rule labeler, and human judgements compare whole reports."""
+    """Sentence instructions are labeled by the rule labeler, human judgements compare whole reports,
+    and a trainer's weights are float32 or bfloat16."""
     for extra in ({"instruct": {"unit": "sentence"}}, {"instruct": {"recombined_reports": 10}},
-                  {"instruct": {"unit": "sentence", "labels": "rule"}, "rlhf": {"judge": "human", "human_judgements": "j.csv"}}):
+                  {"instruct": {"unit": "sentence", "labels": "rule"}, "rlhf": {"judge": "human", "human_judgements": "j.csv"}},
+                  {"rlhf": {"ppo": {"dtype": "float16"}}}):
         result = snakemake("-n", "--configfile", overlay(tmp_path, extra), check=False)
         assert result.returncode != 0 and "ValidationError" in result.stdout + result.stderr, extra
 
@@ -113,7 +115,8 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
     copies = train.filter(pl.col("study_id").str.starts_with(PERTURBED_PREFIX))["study_id"].str.split("-").list.get(1)
     assert set(copies) == {"deid_xxxx", "negation_removed"}
     for model in ("sft", "ppo", "grpo"):
-        assert json.loads((results / f"models/{model}/cxrlabel_llm.json").read_text()) == {"format": "mentioned", "unit": "sentence", "lowercase": False}
+        recorded = json.loads((results / f"models/{model}/cxrlabel_llm.json").read_text())
+        assert recorded == {"format": "mentioned", "unit": "sentence", "lowercase": False, "max_new_tokens": 32}
     pairs = pl.read_parquet(results / "rlhf/preferences.parquet")
     assert pairs.height > 0 and pairs["prompt"].str.contains("\n\nSentence: ").all()
     summary = json.loads((results / "rlhf/preferences_summary.json").read_text())

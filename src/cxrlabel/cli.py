@@ -90,7 +90,9 @@ def calibration_temperature(labeler_kind: str, model: str | None, calibration: P
     return fitted.temperature
 
 
-def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str | None, text_columns: list[str] | None, batch_size: int, output_format: str = "csv", calibration: Path | None = None) -> int:
+def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str | None, text_columns: list[str] | None,
+              batch_size: int, output_format: str = "csv", calibration: Path | None = None,
+              max_new_tokens: int | None = None) -> int:
     """Stream ``input_path`` through a labeler into ``output_path``; return the report count.
 
     ``csv`` (CheXpert format): every input column passes through unchanged (read as text), in
@@ -101,7 +103,8 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
     Evidence offsets index the text the labeler read: the text columns joined with one space. An
     LLM quote the report does not hold (its label's evidence is null) is counted
     (:attr:`Labeled.evidence_miss`), and the total logged at the end with the number of labels
-    that got a span. Memory is bounded by the batch size either way.
+    that got a span. Memory is bounded by the batch size either way. ``max_new_tokens``: an LLM's
+    answer room (default: the model's recorded one).
     """
     names = pacsv.open_csv(input_path).schema.names
     if text_columns is None:
@@ -119,7 +122,8 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
     if clash:
         raise BadInputError(f"{input_path}: line 1 (header): column(s) {clash} would be overwritten by the labels")
 
-    labeler = make_labeler(labeler_kind, model)
+    options = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+    labeler = make_labeler(labeler_kind, model, **options)
     reader = pacsv.open_csv(
         input_path,
         read_options=pacsv.ReadOptions(block_size=1 << 20),
@@ -173,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
                        "(bert/llm: probability in [0, 1], calibrated=true with a fitted temperature, see --calibration; null for rule)")
     label.add_argument("--calibration", type=Path, help="the labeler's fitted temperature for --format jsonl confidences (models/<labeler>.calibration.json "
                        "of the calibrate rule; default: <model folder>.calibration.json if it exists, else uncalibrated T = 1)")
+    label.add_argument("--max-new-tokens", type=int, help="llm: tokens an answer may take (default: the model's own, "
+                       "llm.inference.max_new_tokens recorded in its cxrlabel_llm.json; "
+                       "an evidence-format report model needs 256-400)")
     review = commands.add_parser("review", help="serve the page on which radiologists judge pairs of label outputs")
     review.add_argument("--pairs", type=Path, required=True, help="the review set (review/pairs.csv of the review_set rule)")
     review.add_argument("--judgements", type=Path, required=True, help="CSV the judgements are appended to (rlhf.human_judgements)")
@@ -186,7 +193,12 @@ def main(argv: list[str] | None = None) -> int:
 
             serve(args.pairs, args.judgements, args.host, args.port)
             return 0
-        count = label_csv(args.input, args.output, args.labeler, args.model, args.text_columns.split(",") if args.text_columns else None, args.batch_size or DEFAULT_BATCH_SIZES[args.labeler], args.format, args.calibration)
+        if args.max_new_tokens is not None and (args.labeler != "llm" or args.max_new_tokens < 1):
+            raise ValueError(f"--max-new-tokens {args.max_new_tokens}: a positive number, for --labeler llm only")
+        text_columns = args.text_columns.split(",") if args.text_columns else None
+        batch_size = args.batch_size or DEFAULT_BATCH_SIZES[args.labeler]
+        count = label_csv(args.input, args.output, args.labeler, args.model, text_columns, batch_size, args.format,
+                          args.calibration, args.max_new_tokens)
     except (BadInputError, ValueError, OSError, pa.ArrowInvalid) as error:  # OSError: a missing file, a port in use
         print(f"cxrlabel: error: {error}", file=sys.stderr)
         return 2

@@ -76,12 +76,15 @@ PAIR = re.compile(r'"(?P<name>[^"]+)"\s*:\s*(?P<list>\[\s*)?"(?P<word>[a-z]+)"(?
 @dataclass(frozen=True)
 class PromptSettings:
     """How a model is prompted and answers (recorded beside it): its completion format, its unit,
-    and whether the text is lower-cased (the rule labeler reads lower case too: "No effusion"
-    and "no effusion" are then the same tokens)."""
+    whether the text is lower-cased (the rule labeler reads lower case too: "No effusion" and "no
+    effusion" are then the same tokens), and the room its answers get at inference in tokens
+    (``llm.inference.max_new_tokens`` of its SFT run: an evidence-format report needs 256-400, and
+    a cut answer is a format error; 128 for a model recorded before it was)."""
 
     format: CompletionFormat
     unit: Unit = "report"
     lowercase: bool = False
+    max_new_tokens: int = 128
 
     def build(self, text: str) -> str:
         """The prompt for one unit's text."""

@@ -39,6 +39,12 @@ CLASS_CODES: tuple[int | None, ...] = (None, 1, 0, -1)
 HEADS_FILE, SETTINGS_FILE = "heads.safetensors", "cxrlabel_bert.json"
 
 
+def device() -> torch.device:
+    """Where the classifier trains and predicts: the GPU when there is one (in a job of several
+    processes, this process's own: :func:`cxrlabel.distributed.main` sets it), else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def n_classes(observation: str) -> int:
     return 2 if observation == NO_FINDING else 4
 
@@ -109,9 +115,11 @@ def train_bert(encoder_path: str, train: tuple[list[str], pl.DataFrame], validat
     if (Path(encoder_path) / HEADS_FILE).is_file():  # a trained labeler: a second stage goes on from its heads
         model.heads.load_state_dict(load_file(Path(encoder_path) / HEADS_FILE))
         log.info("starting from the trained labeler in %s", encoder_path)
+    model = model.to(device())
+    on = _device_of(model)
     targets = label_classes(labels)
     weights = class_weights(targets)
-    losses = [nn.CrossEntropyLoss(weight=w) for w in weights]
+    losses = [nn.CrossEntropyLoss(weight=w.to(on)) for w in weights]
     encoded, cut = encode(tokenizer, texts, settings.max_length)
     validate_encoded, _ = encode(tokenizer, validate[0], settings.max_length)
     truncated = sum(cut)
@@ -134,8 +142,8 @@ def train_bert(encoder_path: str, train: tuple[list[str], pl.DataFrame], validat
             random.shuffle(order)
             for batch in _length_batches(order, encoded, settings.batch_size, shuffle=True):
                 input_ids, attention = _pad([encoded[i] for i in batch], tokenizer.pad_token_id)
-                logits = model(input_ids, attention)
-                y = torch.from_numpy(targets[batch])
+                logits = model(input_ids.to(on), attention.to(on))
+                y = torch.from_numpy(targets[batch]).to(on)
                 loss = sum(fn(out, y[:, j]) for j, (fn, out) in enumerate(zip(losses, logits)))
                 optimizer.zero_grad()
                 loss.backward()
@@ -164,11 +172,12 @@ def predict_logits(model: BertLabelerModel, encoded: list[list[int]], pad_id: in
     """Per observation (canonical order), the head logits (n, classes) of encoded reports, batched
     by length, in input order."""
     model.eval()
+    on = _device_of(model)
     logits = [np.zeros((len(encoded), n_classes(name)), dtype=np.float32) for name in OBSERVATIONS]
     for batch in _length_batches(list(range(len(encoded))), encoded, batch_size, shuffle=False):
         input_ids, attention = _pad([encoded[i] for i in batch], pad_id)
-        for j, head in enumerate(model(input_ids, attention)):
-            logits[j][batch] = head.float().numpy()
+        for j, head in enumerate(model(input_ids.to(on), attention.to(on))):
+            logits[j][batch] = head.float().cpu().numpy()
     return logits
 
 
@@ -230,6 +239,7 @@ class BertLabeler:
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = BertLabelerModel(AutoModel.from_pretrained(path))
         self.model.heads.load_state_dict(load_file(path / HEADS_FILE))
+        self.model = self.model.to(device())
         self.model.eval()
         self.batch_size = batch_size
 
@@ -262,6 +272,11 @@ def _length_batches(order: list[int], encoded: list[list[int]], batch_size: int,
     if shuffle:
         random.shuffle(batches)
     return batches
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    """Where a model's weights are: its inputs go there."""
+    return next(model.parameters()).device
 
 
 def _pad(sequences: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -66,7 +66,8 @@ PAIR_ENDS = ("]}", *(f'], "{name}"' for name in OBSERVATIONS))
 
 
 def write_llm_settings(model_dir: str, settings: PromptSettings) -> None:
-    """Record how a model was tuned to be prompted, so that any later use prompts it the same way."""
+    """Record how a model was tuned to be prompted and how long its answers may be, so that any
+    later use prompts it the same way and gives it that room."""
     (Path(model_dir) / SETTINGS_FILE).write_text(json.dumps(asdict(settings)) + "\n")
 
 
@@ -215,10 +216,11 @@ class LLMLabeler:
     provides_scores = True
 
     def __init__(
-        self, model_dir: str, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128, threads: int | None = None, copy_quotes: bool = True,
+        self, model_dir: str, name: str = "llm", batch_size: int = 256, max_new_tokens: int | None = None, threads: int | None = None, copy_quotes: bool = True,
         no_finding: str | None = None,
     ) -> None:
-        """``no_finding``: the folder of a learned No Finding model (:mod:`cxrlabel.labelers.no_finding`):
+        """``max_new_tokens``: the answers' room, by default the model's own (:class:`PromptSettings`).
+        ``no_finding``: the folder of a learned No Finding model (:mod:`cxrlabel.labelers.no_finding`):
         No Finding is then positive only where that model also finds the report normal."""
         prompt = read_llm_settings(model_dir)  # first: a folder that is no labeler's gets a clear error
         if threads:
@@ -232,18 +234,18 @@ class LLMLabeler:
             self.no_finding = NoFindingModel.load(no_finding, threads)
 
     @classmethod
-    def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str = "llm", batch_size: int = 256, max_new_tokens: int = 128) -> LLMLabeler:
+    def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str = "llm", batch_size: int = 256, max_new_tokens: int | None = None) -> LLMLabeler:
         """A labeler of a model in memory (one in training: put it in eval mode while it labels)."""
         labeler = cls.__new__(cls)
         labeler._use(model, tokenizer, prompt, name, batch_size, max_new_tokens, copy_quotes=True)
         return labeler
 
     def _use(
-        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str, batch_size: int, max_new_tokens: int, copy_quotes: bool
+        self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str, batch_size: int, max_new_tokens: int | None, copy_quotes: bool
     ) -> None:
         self.model, self.tokenizer, self.prompt, self.name = model, tokenizer, prompt, name
         self.batch_size = batch_size
-        self.max_new_tokens = max_new_tokens
+        self.max_new_tokens = prompt.max_new_tokens if max_new_tokens is None else max_new_tokens
         self.context = self.model.config.max_position_embeddings
         self.prefix = shared_prefix(self.tokenizer, self.prompt)
         self._prefix_cache: DynamicCache | None = None

@@ -6,7 +6,8 @@ then sees one pair at a time: the report, and the two label sets observation by 
 the rows that differ highlighted; A / B / tie / skip by button or key (a, b, t, s), an optional
 comment. Each judgement is appended and synced to the judgements file before the next pair is
 shown (:class:`~cxrlabel.review.pairs.JudgementStore`), and the page always shows the annotator's
-first pair not yet judged, so a reload, a restart or another day resumes where they stopped.
+first pair not yet judged (by its report and outputs, so also in a regenerated review set), so a
+reload, a restart or another day resumes where they stopped.
 
 Every form carries the server's token (a page from another site, or from before a restart, is
 refused) and the pair it judges (a replayed or stale submission is refused, nothing written).
@@ -24,7 +25,7 @@ from werkzeug.exceptions import HTTPException
 
 from cxrlabel.instruct import CODE_TO_WORD, Parsed, parse_completion
 from cxrlabel.observations import OBSERVATIONS
-from cxrlabel.review.pairs import CHOICES, JudgementStore, read_pairs
+from cxrlabel.review.pairs import CHOICES, JudgementStore, pair_key, read_pairs
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ def create_app(pairs_path: str | Path, judgements_path: str | Path) -> Flask:
     def annotate(annotator: str):
         annotator_name(annotator)
         judged = store.judged_by(annotator)
-        pending = [pair for pair in pairs if pair["pair_id"] not in judged]
+        pending = [pair for pair in pairs if pair_key(pair) not in judged]
         if not pending:
             return render_template("done.html", annotator=annotator, n_pairs=len(pairs), judgements=str(judgements_path))
         pair = pending[0]

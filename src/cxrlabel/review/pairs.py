@@ -9,7 +9,9 @@ The judgements file (:data:`JUDGEMENT_COLUMNS`) is what the ``preferences`` rule
 (``rlhf.human_judgements``): ``study_id, output_a, output_b, preferred, annotator``, then
 ``pair_id, comment, judged_at``. ``preferred`` is ``a``, ``b``, ``tie`` or ``skip``; ties and
 skips are kept in the file (a resumed review does not show them again) and counted, not paired,
-by the preferences rule.
+by the preferences rule. A judgement is of a pair's content (:func:`pair_key`), not its
+``pair_id``: a rerun of ``review_set`` renumbers the pairs, and a returning annotator then resumes
+at the first pair whose report and outputs they have not judged.
 """
 
 from __future__ import annotations
@@ -35,6 +37,13 @@ log = logging.getLogger(__name__)
 PAIR_COLUMNS = ("pair_id", "study_id", "text", "output_a", "output_b")
 JUDGEMENT_COLUMNS = ("study_id", "output_a", "output_b", "preferred", "annotator", "pair_id", "comment", "judged_at")
 CHOICES = ("a", "b", "tie", "skip")
+
+
+def pair_key(pair: dict[str, str | None]) -> tuple[str, str, str]:
+    """What a judgement is of: the report and its two outputs, whichever side each is on (a pair,
+    or a judgements row, where a hand-edited file may have left a field empty)."""
+    a, b = sorted(((pair["output_a"] or "").strip(), (pair["output_b"] or "").strip()))
+    return pair["study_id"] or "", a, b
 
 
 def blinded_pairs(study_ids: Sequence[str], texts: Sequence[str], candidates: Sequence[Sequence[str]], max_pairs: int, seed: int) -> pl.DataFrame:
@@ -104,26 +113,28 @@ def read_pairs(path: str | Path) -> pl.DataFrame:
 class JudgementStore:
     """The judgements file, appended one judgement at a time and synced to disk before the call
     returns: a killed server loses nothing that was acknowledged. Reading it back tells each
-    annotator's judged pairs, so a review resumes where it stopped."""
+    annotator's judged pairs (:func:`pair_key`), so a review resumes where it stopped, in this
+    review set or a regenerated one."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
         self.lock = threading.Lock()
-        self.judged: dict[str, set[str]] = {}
+        self.judged: dict[str, set[tuple[str, str, str]]] = {}
         if self.path.exists() and self.path.stat().st_size > 0:
             existing = pl.read_csv(self.path, infer_schema=False)
             missing = [name for name in JUDGEMENT_COLUMNS if name not in existing.columns]
             if missing:
                 raise BadInputError(f"{self.path}: line 1 (header): missing column(s) {missing}: not a judgements file of `cxrlabel review`")
-            for annotator, pair_id in existing.select("annotator", "pair_id").iter_rows():
-                self.judged.setdefault(annotator, set()).add(pair_id)
+            for row in existing.iter_rows(named=True):
+                self.judged.setdefault(row["annotator"], set()).add(pair_key(row))
 
-    def judged_by(self, annotator: str) -> set[str]:
+    def judged_by(self, annotator: str) -> set[tuple[str, str, str]]:
         with self.lock:
             return set(self.judged.get(annotator, ()))
 
     def append(self, pair: dict[str, str], preferred: str, annotator: str, comment: str) -> bool:
-        """Record one judgement; False (and nothing written) if ``annotator`` already judged the pair."""
+        """Record one judgement; False (and nothing written) if ``annotator`` already judged the pair
+        (under any ``pair_id``)."""
         if preferred not in CHOICES:
             raise ValueError(f"preferred must be one of {CHOICES}, not {preferred!r}")
         row = {
@@ -131,7 +142,7 @@ class JudgementStore:
             "annotator": annotator, "pair_id": pair["pair_id"], "comment": comment, "judged_at": datetime.now(UTC).isoformat(timespec="seconds"),
         }
         with self.lock:
-            if pair["pair_id"] in self.judged.get(annotator, ()):
+            if pair_key(pair) in self.judged.get(annotator, ()):
                 return False
             self.path.parent.mkdir(parents=True, exist_ok=True)
             new = not self.path.exists() or self.path.stat().st_size == 0
@@ -142,5 +153,5 @@ class JudgementStore:
                 writer.writerow(row)
                 handle.flush()
                 os.fsync(handle.fileno())
-            self.judged.setdefault(annotator, set()).add(pair["pair_id"])
+            self.judged.setdefault(annotator, set()).add(pair_key(pair))
             return True

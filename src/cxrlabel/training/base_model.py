@@ -14,6 +14,7 @@ import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -25,9 +26,17 @@ log = logging.getLogger(__name__)
 EOS, PAD = "<|endoftext|>", "<|pad|>"
 
 
-def weights_dtype(settings: dict) -> torch.dtype:
-    """bf16 weights when a trainer's settings ask for bf16 (GPU configs), fp32 otherwise."""
-    return torch.bfloat16 if settings.get("bf16") else torch.float32
+#: A trainer's ``dtype`` setting: what its weights are loaded and trained in.
+WEIGHT_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def trainer_dtype(settings: dict[str, Any]) -> tuple[torch.dtype, dict[str, Any]]:
+    """The dtype a trainer's model loads in (``dtype``, float32 unless set, as TRL loads one) and
+    the settings without it (TRL config fields). ``bf16: true`` is mixed precision over those
+    weights: float32 weights keep the master copy that the optimizer updates, where bf16 ones lose
+    a small step (AdamW at lr 1e-6 moves a weight near 1 by less than bf16's spacing there)."""
+    settings = dict(settings)
+    return WEIGHT_DTYPES[settings.pop("dtype", "float32")], settings
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from cxrlabel.instruct import CompletionFormat, PromptSettings, parse_completion
 from cxrlabel.io.labels import LabelKind, read_labels
 from cxrlabel.labelers.llm import fit_prompt, read_llm_settings, write_llm_settings
 from cxrlabel.observations import OBSERVATIONS
-from cxrlabel.training.base_model import weights_dtype
+from cxrlabel.training.base_model import trainer_dtype
 from cxrlabel.training.curves import CURVES_FILE, curves_table
 from cxrlabel.training.preferences import Labels, label_reward
 
@@ -66,7 +66,7 @@ def train_reward_model(sft_dir: str, preferences_path: str, out_dir: str, settin
     from cxrlabel.distributed import per_process_batch, world_size
 
     torch.set_num_threads(max(1, threads // world_size()))
-    settings = per_process_batch(settings, world_size())
+    dtype, settings = trainer_dtype(per_process_batch(settings, world_size()))
     pairs = pl.read_parquet(preferences_path).with_columns(
         pl.col("study_id").map_elements(lambda s: held_out(s, held_out_fraction, settings.get("seed", 0)), return_dtype=pl.Boolean).alias("held_out")
     )
@@ -76,7 +76,7 @@ def train_reward_model(sft_dir: str, preferences_path: str, out_dir: str, settin
     columns = ["prompt", "chosen", "rejected"]
     tokenizer = AutoTokenizer.from_pretrained(sft_dir)
     set_seed(settings.get("seed", 0))  # the new score head is drawn now, before the trainer seeds anything
-    model = sequence_classifier(sft_dir, weights_dtype(settings))
+    model = sequence_classifier(sft_dir, dtype)
     trainer = RewardTrainer(
         model=model,
         args=RewardConfig(output_dir=str(Path(out_dir) / "checkpoints"), report_to="none", save_strategy="no", **settings),
@@ -103,19 +103,21 @@ def fitted_prompts(tokenizer: PreTrainedTokenizerBase, texts: list[str], prompt:
     return [ids for ids, _ in fitted]
 
 
-def load_policy(sft_dir: str, settings: dict[str, Any], threads: int) -> tuple[AutoModelForCausalLM, PreTrainedTokenizerBase, PromptSettings, torch.dtype]:
-    """The SFT model to tune (bf16 when the RL settings ask for it), its tokenizer and how it is prompted."""
+def load_policy(
+    sft_dir: str, dtype: torch.dtype, threads: int
+) -> tuple[AutoModelForCausalLM, PreTrainedTokenizerBase, PromptSettings]:
+    """The SFT model to tune, in ``dtype`` (:func:`trainer_dtype`), its tokenizer and how it is prompted."""
     torch.set_num_threads(threads)
-    dtype = weights_dtype(settings)
     policy = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
-    return policy, AutoTokenizer.from_pretrained(sft_dir, padding_side="left"), read_llm_settings(sft_dir), dtype
+    return policy, AutoTokenizer.from_pretrained(sft_dir, padding_side="left"), read_llm_settings(sft_dir)
 
 
 def run_ppo(sft_dir: str, reward_dir: str, reports: pl.DataFrame, out_dir: str, settings: dict[str, Any], threads: int) -> None:
     """PPO of the SFT policy against the reward model, on the prompts of ``reports``; saves the policy."""
     from trl.experimental.ppo import PPOConfig, PPOTrainer
 
-    policy, tokenizer, prompt, dtype = load_policy(sft_dir, settings, threads)
+    dtype, settings = trainer_dtype(settings)
+    policy, tokenizer, prompt = load_policy(sft_dir, dtype, threads)
     reference = AutoModelForCausalLM.from_pretrained(sft_dir, dtype=dtype)
     reward = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1, dtype=dtype)
     value = AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1, dtype=dtype)
@@ -244,7 +246,8 @@ def run_group_rl(algorithm: str, sft_dir: str, reports: pl.DataFrame, out_dir: s
     config_class, trainer_class = {"grpo": (GRPOConfig, GRPOTrainer), "rloo": (RLOOConfig, RLOOTrainer)}[algorithm]
     if reward_dir is None and expert is None:
         raise ValueError(f"{algorithm}: no reward: give the learned reward model, the expert labels, or both")
-    policy, tokenizer, prompt, dtype = load_policy(sft_dir, settings, threads)
+    dtype, settings = trainer_dtype(settings)
+    policy, tokenizer, prompt = load_policy(sft_dir, dtype, threads)
     reward_funcs: list[Any] = []
     if reward_dir is not None:
         reward_funcs.append(AutoModelForSequenceClassification.from_pretrained(reward_dir, num_labels=1, dtype=dtype))

@@ -2,7 +2,8 @@
 
 Prompt/completion records give completion-only loss (TRL's default for that format). Settings
 come from config: paper 1 used batch 2, gradient accumulation 2, 5 epochs, Adam, lr 1e-4, bf16
-on GPUs. On a CPU keep bf16 and gradient checkpointing off (20x slower otherwise).
+on GPUs (here bf16 mixed precision over float32 weights, ``dtype``). On a CPU keep bf16 and
+gradient checkpointing off (20x slower otherwise).
 Checkpoints are kept in ``<out>/checkpoints``; a rerun resumes from the last one.
 
 With an :class:`EpochSelection`, the model is scored after every epoch by labeling the validate
@@ -35,7 +36,7 @@ from trl import SFTConfig, SFTTrainer
 from cxrlabel.instruct import PromptSettings
 from cxrlabel.labelers.llm import LLMLabeler
 from cxrlabel.predict import predict
-from cxrlabel.training.base_model import weights_dtype
+from cxrlabel.training.base_model import trainer_dtype
 from cxrlabel.training.selection import SelectionReference, selection_reference
 
 log = logging.getLogger(__name__)
@@ -98,13 +99,15 @@ def run_sft(base_dir: str, train_path: str, validate_path: str, out_dir: str, se
     """Fine-tune ``base_dir`` on the training instructions; save the final model (or, with a
     ``selection``, the best epoch's) to ``out_dir``.
 
-    ``settings`` holds SFTConfig fields (epochs, batch size, learning rate, bf16...).
+    ``settings`` holds SFTConfig fields (epochs, batch size, learning rate, bf16...) and the
+    weights' ``dtype`` (:func:`~cxrlabel.training.base_model.trainer_dtype`).
     Returns the final training metrics and the validation loss (and score).
     """
     torch.set_num_threads(threads)
     checkpoints = Path(out_dir) / "checkpoints"
     tokenizer = AutoTokenizer.from_pretrained(base_dir, padding_side="left")
-    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=weights_dtype(settings))
+    dtype, settings = trainer_dtype(settings)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=dtype)
     defaults = {
         "save_strategy": "steps",
         "save_total_limit": 2,

@@ -147,8 +147,9 @@ def expert_training_sets(gold_path: str, reports_path: str, extra_path: str | No
     full 4-class labels: a site's radiologist labels) for reports of the train split, with counts.
 
     Raises :class:`BadInputError` naming the studies if the file labels a report of the test split
-    or one with gold labels outside the train split: those labels score and choose the models.
-    Rows of the file for the validate split or for unknown studies are left out and counted.
+    or of the gold labels the labelers are scored on (MIMIC-CXR's radiologist-labeled test set).
+    Rows of the file for the validate split (it chooses the models) or for unknown studies are
+    left out and counted.
     """
     gold, gold_kind = read_labels(gold_path)
     split_of = dict(pl.read_parquet(reports_path, columns=["study_id", "split"]).iter_rows())
@@ -159,13 +160,14 @@ def expert_training_sets(gold_path: str, reports_path: str, extra_path: str | No
     if not extra_path:
         return sets, counts
     extra = read_label_csv(extra_path, DropLog(strict=True))  # a bad row is an error naming its line
-    scored = set(gold.filter(~in_split(gold, "train"))["study_id"]) | {s for s, split in split_of.items() if split == "test"}
+    # the evaluation's: the test split, and gold labels of no report kept for training or choosing
+    scored = {s for s, split in split_of.items() if split == "test"} | {s for s in gold["study_id"] if split_of.get(s) not in ("train", "validate")}
     forbidden = sorted(set(extra["study_id"]) & scored)
     if forbidden:
         shown = ", ".join(forbidden[:5]) + (f" and {len(forbidden) - 5} more" if len(forbidden) > 5 else "")
         raise BadInputError(
-            f"{extra_path}: {len(forbidden)} of its studies are in the test split or have gold labels outside the train "
-            f"split ({shown}): the labelers are scored and chosen on those, so they may not learn from them"
+            f"{extra_path}: {len(forbidden)} of its studies are in the test split or the gold labels of the evaluation "
+            f"({shown}): the labelers are scored on those, so they may not learn from them"
         )
     kept = extra.filter(in_split(extra, "train"))
     counts |= {

@@ -138,7 +138,7 @@ def test_the_classifier_goes_to_the_gpu_when_there_is_one_and_labels_the_same_on
     assert [(item.labels, item.scores) for item in labeled] == [(item.labels, item.scores) for item in plain]
     labels = pl.DataFrame([{"study_id": str(i), "Edema": int(i == 0)} for i in range(3)], schema=labels_schema())
     settings = bert.BertSettings(max_length=16, epochs=1, batch_size=2, threads=1)
-    bert.train_bert(packaged_encoder(), (texts, labels), (texts, labels), str(tmp_path / "trained"), settings)
+    bert.train_bert(packaged_encoder(), (texts, labels), (texts, SelectionReference(labels, "full", "silver")), str(tmp_path / "trained"), settings)
     assert moved == [torch.device("cuda")] * 2
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bert.device() == torch.device("cpu")

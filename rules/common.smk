@@ -179,14 +179,20 @@ def trainer_inputs(wildcards, model):
 def stage_settings(wildcards, model, settings):
     """A trainer's settings; the second of two stages has expert.second_stage's over them."""
     if two_stages() and getattr(wildcards, f"{model}_model") == model:
-        return settings | config["expert"]["second_stage"]["llm" if model == "sft" else model]
+        return (
+            settings
+            | config["expert"]["second_stage"]["llm" if model == "sft" else model]
+        )
     return settings
 
 
 def labeler_model_inputs(wildcards):
     """A labeler's trained model, and for an LLM labeler the learned No Finding model where it has one."""
     inputs = {"model": results(f"models/{wildcards.labeler}")}
-    if labeler_kind(wildcards.labeler) == "llm" and config["expert"]["no_finding"] == "learned":
+    if (
+        labeler_kind(wildcards.labeler) == "llm"
+        and config["expert"]["no_finding"] == "learned"
+    ):
         inputs["no_finding"] = rules.no_finding_model.output[0]
     return inputs
 
@@ -203,7 +209,10 @@ def preference_inputs(wildcards):
         return inputs | (
             {"judgements": judgements} if Path(judgements).exists() else {}
         )
-    return inputs | {"policy": results("models/sft"), "expert": rules.ingest.output.gold}
+    return inputs | {
+        "policy": results("models/sft"),
+        "expert": rules.ingest.output.gold,
+    }
 
 
 def preference_settings():

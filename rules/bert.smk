@@ -46,7 +46,7 @@ rule predict_bert:
         runtime=resources_of("predict_bert")["runtime"],
         gpu=resources_of("predict_bert")["gpu"],
     params:
-        batch_size=config["labelers"]["bert"]["batch_size"],
-        chunk_size=config["labelers"]["bert"]["batch_size"],
+        labeler="bert",
+        split="test",
     script:
         "../workflow/scripts/predict_model.py"

@@ -20,9 +20,7 @@ rule predict_validate:
         runtime=lambda wildcards: prediction_resources(wildcards.labeler)["runtime"],
         gpu=lambda wildcards: prediction_resources(wildcards.labeler)["gpu"],
     params:
-        kind=lambda wildcards: labeler_kind(wildcards.labeler),
-        options=lambda wildcards: labeler_options(wildcards.labeler),
-        chunk_size=lambda wildcards: prediction_chunk_size(wildcards.labeler),
+        labeler=lambda wildcards: wildcards.labeler,
         split="validate",
     script:
         "../workflow/scripts/predict_model.py"

@@ -51,27 +51,6 @@ def labeler_kind(labeler):
     return labeler if labeler in ("rule", "bert") else "llm"
 
 
-def labeler_options(labeler):
-    """How a labeler predicts (the options of make_labeler but threads): batch size, and an
-    LLM's name and output budget."""
-    kind = labeler_kind(labeler)
-    if kind != "llm":
-        return {"batch_size": config["labelers"][kind]["batch_size"]}
-    return {
-        "batch_size": config["llm"]["inference"]["batch_size"],
-        "name": labeler,
-        "max_new_tokens": config["llm"]["inference"]["max_new_tokens"],
-    }
-
-
-def prediction_chunk_size(labeler):
-    """Reports per labeling call: an LLM labels a chunk's distinct units together."""
-    kind = labeler_kind(labeler)
-    if kind != "llm":
-        return config["labelers"][kind]["batch_size"]
-    return config["llm"]["inference"]["chunk_size"]
-
-
 def prediction_resources(labeler):
     """The resources of a labeler's clean prediction (predict_rule, predict_bert or predict_llm),
     which its perturbed prediction shares."""
@@ -215,11 +194,9 @@ def preference_inputs(wildcards):
     }
 
 
-def preference_settings():
-    """The rlhf settings the preference set depends on (not the reward model's or PPO's)."""
+def sampling_settings():
+    """The rlhf settings that decide which SFT candidates are sampled and paired (review_set)."""
     keys = [
-        "judge",
-        "human_judgements",
         "preference_splits",
         "candidates",
         "temperature",
@@ -227,6 +204,16 @@ def preference_settings():
         "seed",
     ]
     return {key: config["rlhf"][key] for key in keys}
+
+
+def preference_settings():
+    """The rlhf settings the preference set depends on: its judge's (not the reward model's or
+    PPO's). Human judgements are read, not sampled; the simulated judge samples and pairs.
+    """
+    if config["rlhf"]["judge"] == "human":
+        keys = ["judge", "human_judgements", "preference_splits"]
+        return {key: config["rlhf"][key] for key in keys}
+    return {"judge": "simulated"} | sampling_settings()
 
 
 def rl_rewards(algorithm):

@@ -50,7 +50,6 @@ rule sft:
         ),
         prompt=model_settings(),
         epoch_selection=config["llm"]["epoch_selection"],
-        inference=config["llm"]["inference"],
     script:
         "../workflow/scripts/sft.py"
 
@@ -77,8 +76,7 @@ rule predict_llm:
         runtime=resources_of("predict_llm")["runtime"],
         gpu=resources_of("predict_llm")["gpu"],
     params:
-        batch_size=config["llm"]["inference"]["batch_size"],
-        chunk_size=config["llm"]["inference"]["chunk_size"],
-        max_new_tokens=config["llm"]["inference"]["max_new_tokens"],
+        labeler=lambda wildcards: wildcards.labeler,
+        split="test",
     script:
         "../workflow/scripts/predict_model.py"

@@ -14,7 +14,5 @@ rule predict_rule:
     resources:
         mem_mb=resources_of("predict_rule")["mem_mb"],
         runtime=resources_of("predict_rule")["runtime"],
-    params:
-        batch_size=config["labelers"]["rule"]["batch_size"],
     script:
         "../workflow/scripts/predict_rule.py"

@@ -17,9 +17,7 @@ rule review_set:
         runtime=resources_of("review_set")["runtime"],
         gpu=resources_of("review_set")["gpu"],
     params:
-        rlhf=preference_settings(),
-        batch_size=config["llm"]["inference"]["batch_size"],
-        max_new_tokens=config["llm"]["inference"]["max_new_tokens"],
+        rlhf=sampling_settings(),
     script:
         "../workflow/scripts/review_set.py"
 
@@ -45,8 +43,6 @@ rule preferences:
         gpu=resources_of("preferences")["gpu"],
     params:
         rlhf=preference_settings(),
-        batch_size=config["llm"]["inference"]["batch_size"],
-        max_new_tokens=config["llm"]["inference"]["max_new_tokens"],
         prompt=prompt_settings(),
         review_pairs=rules.review_set.output[0],
     script:

@@ -44,10 +44,6 @@ rule predict_perturbed:
         mem_mb=lambda wildcards: prediction_resources(wildcards.labeler)["mem_mb"],
         runtime=lambda wildcards: prediction_resources(wildcards.labeler)["runtime"],
         gpu=lambda wildcards: prediction_resources(wildcards.labeler)["gpu"],
-    params:
-        kind=lambda wildcards: labeler_kind(wildcards.labeler),
-        options=lambda wildcards: labeler_options(wildcards.labeler),
-        chunk_size=lambda wildcards: prediction_chunk_size(wildcards.labeler),
     script:
         "../workflow/scripts/predict_perturbed.py"
 

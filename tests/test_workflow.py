@@ -22,9 +22,9 @@ from cxrlabel.instruct import PERTURBED_PREFIX
 TRAINING_RULES = {"bert_train", "base_model", "sft", "preferences", "reward_model", "rl_policy"}
 
 
-def planned_jobs(*configfiles: str) -> set[str]:
-    """The rules a dry run would execute."""
-    output = snakemake("-n", "--configfile", *configfiles).stdout
+def planned_jobs(*configfiles: str, targets: tuple[str, ...] = ()) -> set[str]:
+    """The rules a dry run would execute (for ``targets``, by default rule all's)."""
+    output = snakemake("-n", "--configfile", *configfiles, *(("--", *targets) if targets else ())).stdout
     return set(re.findall(r"^(?:local)?rule (\w+):", output, re.MULTILINE)) - {"all"}
 
 
@@ -196,6 +196,24 @@ def test_evaluation_settings_rerun_only_evaluation_and_figures(pipeline):
     assert planned == {"evaluate", "significance", "figures"} and not planned & TRAINING_RULES
 
 
+def test_inference_pace_settings_rerun_nothing(pipeline):
+    """Batch and chunk sizes set the pace, not the labels (cxrlabel.predict.prediction_settings)."""
+    paced = {"llm": {"inference": {"batch_size": 7, "chunk_size": 5}}, "labelers": {"rule": {"batch_size": 3}, "bert": {"batch_size": 3}}}
+    assert planned_jobs(overlay(pipeline["dir"], paced, smoke=True)) == set()
+
+
+def test_the_answer_room_reruns_the_llm_stages_and_nothing_they_do_not_read(pipeline):
+    """llm.inference.max_new_tokens is stored with the SFT model: SFT and what follows it rerun."""
+    planned = planned_jobs(overlay(pipeline["dir"], {"llm": {"inference": {"max_new_tokens": 96}}}, smoke=True))
+    assert {"sft", "preferences", "reward_model", "rl_policy", "predict_llm"} <= planned
+    assert not planned & {"demo_corpus", "ingest", "instruct", "base_model", "bert_train", "predict_bert", "predict_rule"}
+
+
+def test_judge_settings_a_simulated_judge_does_not_read_rerun_nothing(pipeline):
+    elsewhere = {"rlhf": {"human_judgements": str(pipeline["dir"] / "not-read.csv")}}
+    assert planned_jobs(overlay(pipeline["dir"], elsewhere, smoke=True)) == set()
+
+
 def test_same_config_same_predictions(pipeline):
     """Deterministic: rerunning a labeler with the same config gives the same predictions."""
     for name in ("sft", "bert"):
@@ -220,6 +238,9 @@ def test_radiologists_judge_in_a_browser_and_the_reward_model_learns_from_their_
     pairs_csv, judgements = run / "results/review/pairs.csv", tmp_path / "radiologist_judgements.csv"
     two_candidates = {"rlhf": {"candidates": 2}}  # half the sampling of the default's 4: a pair per report at most
     snakemake("--cores", "2", "--rerun-triggers", "mtime", "--configfile", overlay(run, two_candidates, smoke=True), "--", str(pairs_csv))
+    # the review set depends on the sampling settings only, not on the judge's or its judgements file
+    not_sampling = {"rlhf": {"judge": "human", "human_judgements": str(tmp_path / "not-yet.csv")}}
+    assert planned_jobs(overlay(run, two_candidates | not_sampling, smoke=True), targets=(str(pairs_csv),)) == set()
     pairs = pl.read_csv(pairs_csv, infer_schema=False)
     assert pairs.height > 20 and pairs.columns == ["pair_id", "study_id", "text", "output_a", "output_b"]
 

@@ -38,6 +38,28 @@ def labeled_frame(labeled: Sequence[Labeled]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={**{name: LABEL_DTYPE for name in OBSERVATIONS}, **FLAGS}, orient="row")
 
 
+def labeler_kind(labeler: str) -> str:
+    """The kind (:func:`cxrlabel.labelers.make_labeler`) of a pipeline labeler's name: rule, bert or llm."""
+    return labeler if labeler in ("rule", "bert") else "llm"
+
+
+def prediction_settings(config: dict, labeler: str) -> tuple[str, dict, int]:
+    """How the pipeline's ``labeler`` predicts, from the workflow config: its kind, its options
+    (:func:`cxrlabel.labelers.make_labeler`'s, but threads) and the reports labeled per call.
+
+    These set the pace only: labels and scores are the same whatever the batch and chunk sizes
+    (greedy decoding is tested equal to one prompt at a time, sampling draws per candidate). So
+    the scripts read them here rather than through their rules' params, and changing them reruns
+    nothing; an LLM's answer room is the one stored with its model.
+    """
+    kind = labeler_kind(labeler)
+    if kind == "llm":
+        inference = config["llm"]["inference"]
+        return kind, {"batch_size": inference["batch_size"], "name": labeler}, inference["chunk_size"]
+    batch_size = config["labelers"][kind]["batch_size"]
+    return kind, ({"batch_size": batch_size} if kind == "bert" else {}), batch_size
+
+
 def predict(labeler: Labeler, reports: pl.DataFrame, chunk_size: int = 64) -> pl.DataFrame:
     """Label every report of ``reports`` (``study_id``, ``text``), in order, with a progress bar."""
     return predict_scored(labeler, reports, chunk_size)[0]

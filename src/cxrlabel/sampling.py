@@ -18,7 +18,8 @@ from cxrlabel.distributed import launch, rank, world_size
 from cxrlabel.instruct import PromptSettings
 
 
-def sample_share(policy_dir: str, units_path: str, out: str, n: int, temperature: float, seed: int, batch_size: int, max_new_tokens: int, threads: int, greedy: bool) -> None:
+def sample_share(policy_dir: str, units_path: str, out: str, n: int, temperature: float, seed: int, batch_size: int, max_new_tokens: int | None,
+                 threads: int, greedy: bool) -> None:
     """One process's work: sample ``n`` candidates (and the greedy output when ``greedy``) for its
     share of the units listed in ``units_path`` (JSON), written as JSON to ``out`` (``out.part<rank>``
     in a job of several processes)."""
@@ -41,7 +42,7 @@ class CandidateSampler:
 
     policy_dir: str
     batch_size: int
-    max_new_tokens: int
+    max_new_tokens: int | None = None  # None: the policy's own (stored with it)
     threads: int = 1
     processes: int = 1
     log_path: str | None = None

@@ -3,7 +3,8 @@ from cxrlabel.runlog import logged
 from cxrlabel.training.preferences import collect_preferences
 
 with logged(snakemake.log[0]):
-    sampling = {"batch_size": snakemake.params.batch_size, "max_new_tokens": snakemake.params.max_new_tokens}
+    # the pace (prediction_settings), and the answer room stored with the policy
+    sampling = {"batch_size": snakemake.config["llm"]["inference"]["batch_size"], "max_new_tokens": None}
     sampling |= {"threads": snakemake.threads, "processes": snakemake.resources.gpu, "log_path": snakemake.log[0]}
     collect_preferences(
         dict(snakemake.input),

@@ -3,7 +3,7 @@
 The CheXpert convention makes No Finding positive whenever none of the 12 pathologies is positive
 or uncertain. Expert indexers do not call a report normal when it records findings outside the 14
 observations (granulomas, degenerative changes of the spine, a tortuous aorta, hyperinflation): of
-the OpenI training reports the rule labeler calls normal, 406 of 957 are not indexed as normal. A
+the OpenI training reports the rule labeler calls normal, 402 of 952 are not indexed as normal. A
 labeler that labels one sentence at a time cannot learn this from sentence labels, and the silver
 labels never show it.
 

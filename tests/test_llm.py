@@ -630,3 +630,24 @@ def test_copied_quotes_are_substrings_of_the_report_where_free_ones_are_not(evid
     assert sum(r.evidence_miss for r in copied) == 0
     for text, result in zip(texts, copied):
         assert all(text[e.start : e.end] == e.quote for e in result.evidence.values() if e is not None)
+
+
+def test_a_learned_no_finding_model_clears_no_finding_where_the_experts_would(tuned, tmp_path):
+    """An LLM labeler with the report-level No Finding stage, in the package and through
+    `cxrlabel label --no-finding-model`: No Finding stays where its rule gives it and the stage
+    finds the report normal; every other label is the labeler's own."""
+    from cxrlabel.cli import main
+    from cxrlabel.labelers.no_finding import NoFindingSettings, train_no_finding
+
+    normal = ["No pneumothorax.", "Heart size is normal.", "The lungs are clear."]
+    texts = normal + [f"{a} The aorta is tortuous." for a in normal] + [f"{a} Degenerative changes of the spine." for a in normal]
+    train_no_finding(texts, [True] * 3 + [False] * 6, str(tmp_path / "nf"), NoFindingSettings(epochs=200, threads=1))
+    reports = ["No pneumothorax.", "No pneumothorax. The aorta is tortuous."]
+    plain = LLMLabeler(str(tuned)).label_batch(reports)
+    staged = LLMLabeler(str(tuned), no_finding=str(tmp_path / "nf")).label_batch(reports)
+    assert [item.labels["No Finding"] for item in plain] == [1, 1] and [item.labels["No Finding"] for item in staged] == [1, None]
+    assert all({k: v for k, v in a.labels.items() if k != "No Finding"} == {k: v for k, v in b.labels.items() if k != "No Finding"} for a, b in zip(plain, staged))
+    pl.DataFrame({"report": reports}).write_csv(tmp_path / "in.csv")
+    assert main(["label", "--labeler", "llm", "--model", str(tuned), "--no-finding-model", str(tmp_path / "nf"), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "out.csv")]) == 0
+    assert pl.read_csv(tmp_path / "out.csv", infer_schema=False)["No Finding"].to_list() == ["1.0", None]
+    assert main(["label", "--labeler", "rule", "--no-finding-model", str(tmp_path / "nf"), "--input", str(tmp_path / "in.csv"), "--output", str(tmp_path / "x.csv")]) == 2

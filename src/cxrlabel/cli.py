@@ -92,7 +92,7 @@ def calibration_temperature(labeler_kind: str, model: str | None, calibration: P
 
 def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str | None, text_columns: list[str] | None,
               batch_size: int, output_format: str = "csv", calibration: Path | None = None,
-              max_new_tokens: int | None = None) -> int:
+              max_new_tokens: int | None = None, no_finding: str | None = None) -> int:
     """Stream ``input_path`` through a labeler into ``output_path``; return the report count.
 
     ``csv`` (CheXpert format): every input column passes through unchanged (read as text), in
@@ -104,7 +104,8 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
     LLM quote the report does not hold (its label's evidence is null) is counted
     (:attr:`Labeled.evidence_miss`), and the total logged at the end with the number of labels
     that got a span. Memory is bounded by the batch size either way. ``max_new_tokens``: an LLM's
-    answer room (default: the model's recorded one).
+    answer room (default: the model's recorded one); ``no_finding``: an LLM's learned No Finding
+    model (:mod:`cxrlabel.labelers.no_finding`, the pipeline's ``models/no_finding``).
     """
     names = pacsv.open_csv(input_path).schema.names
     if text_columns is None:
@@ -122,7 +123,7 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
     if clash:
         raise BadInputError(f"{input_path}: line 1 (header): column(s) {clash} would be overwritten by the labels")
 
-    options = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
+    options = {key: value for key, value in (("max_new_tokens", max_new_tokens), ("no_finding", no_finding)) if value is not None}
     labeler = make_labeler(labeler_kind, model, **options)
     reader = pacsv.open_csv(
         input_path,
@@ -180,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--max-new-tokens", type=int, help="llm: tokens an answer may take (default: the model's own, "
                        "llm.inference.max_new_tokens recorded in its cxrlabel_llm.json; "
                        "an evidence-format report model needs 256-400)")
+    label.add_argument("--no-finding-model", help="llm: the learned No Finding model its pipeline trained (models/no_finding, with expert.no_finding: "
+                       "learned); default: none, No Finding by the CheXpert rule")
     review = commands.add_parser("review", help="serve the page on which radiologists judge pairs of label outputs")
     review.add_argument("--pairs", type=Path, required=True, help="the review set (review/pairs.csv of the review_set rule)")
     review.add_argument("--judgements", type=Path, required=True, help="CSV the judgements are appended to (rlhf.human_judgements)")
@@ -195,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.max_new_tokens is not None and (args.labeler != "llm" or args.max_new_tokens < 1):
             raise ValueError(f"--max-new-tokens {args.max_new_tokens}: a positive number, for --labeler llm only")
+        if args.no_finding_model and args.labeler != "llm":
+            raise ValueError("--no-finding-model: for --labeler llm only (the BERT classifier learns No Finding itself)")
         text_columns = args.text_columns.split(",") if args.text_columns else None
         batch_size = args.batch_size or DEFAULT_BATCH_SIZES[args.labeler]
         count = label_csv(args.input, args.output, args.labeler, args.model, text_columns, batch_size, args.format,
-                          args.calibration, args.max_new_tokens)
+                          args.calibration, args.max_new_tokens, args.no_finding_model)
     except (BadInputError, ValueError, OSError, pa.ArrowInvalid) as error:  # OSError: a missing file, a port in use
         print(f"cxrlabel: error: {error}", file=sys.stderr)
         return 2

@@ -8,9 +8,9 @@ labeler that labels one sentence at a time cannot learn this from sentence label
 labels never show it.
 
 This stage learns it from the expert labels. Each sentence gets an abnormality logit, a linear head
-over its frozen sentence embedding (:class:`cxrlabel.embedding.Embedder`); a report's logit is its
-most abnormal sentence's (multiple-instance learning: every sentence of a normal report is normal,
-an abnormal report has at least one abnormal sentence), trained with binary cross entropy against
+over its frozen sentence embedding (:class:`cxrlabel.embedding.Embedder`); a report's logit is a
+smooth maximum of its sentences' (multiple-instance learning: every sentence of a normal report is
+normal, an abnormal report has at least one abnormal sentence), trained with binary cross entropy against
 "the experts did not call this report normal". A labeler with the stage gives No Finding exactly
 when its own rule does (no pathology found) and the stage finds the report normal.
 """
@@ -62,10 +62,14 @@ def sentences_of(texts: Sequence[str]) -> tuple[list[str], list[list[int]]]:
 
 
 def report_logits(head: torch.nn.Linear, embeddings: torch.Tensor, bags: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Each bag's (report's) abnormality logit: the largest of its sentences' logits."""
+    """Each bag's (report's) abnormality logit: the log-sum-exp of its sentences' logits, a smooth
+    maximum. Unlike the maximum itself it passes gradient to every sentence, so that training
+    cannot settle where a normal sentence is every bag's largest and the abnormal ones never learn."""
     index = torch.tensor([b for b, bag in enumerate(bags) for _ in bag])
     sentence = head(embeddings[[i for bag in bags for i in bag]]).squeeze(-1)
-    return torch.full((len(bags),), -torch.inf).scatter_reduce(0, index, sentence, reduce="amax")
+    largest = torch.full((len(bags),), -torch.inf).scatter_reduce(0, index, sentence.detach(), reduce="amax")
+    total = torch.zeros(len(bags)).scatter_add(0, index, torch.exp(sentence - largest[index]))
+    return largest + torch.log(total)
 
 
 class NoFindingModel:

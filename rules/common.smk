@@ -71,15 +71,21 @@ def perturbed_prediction_inputs(wildcards):
     return inputs | labeler_model_inputs(wildcards)
 
 
+def clean_predictions(labeler):
+    """A labeler's predictions of the robustness split's clean reports: the test split's, or the
+    validate split's (the rule labeler's predictions cover every split)."""
+    if config["robustness"]["split"] == "test" or labeler == "rule":
+        return results(f"predictions/{labeler}.parquet")
+    return results(f"predictions/validate/{labeler}.parquet")
+
+
 def robustness_inputs(wildcards):
     """Gold labels, the perturbed reports (changed flags, expected flips), and for every
     configured labeler its clean predictions and its predictions of the changed perturbed reports.
     """
     labelers = config["robustness"]["labelers"]
     inputs = {"gold": rules.ingest.output.gold, "reports": rules.perturb.output[0]}
-    inputs |= {
-        f"clean_{name}": results(f"predictions/{name}.parquet") for name in labelers
-    }
+    inputs |= {f"clean_{name}": clean_predictions(name) for name in labelers}
     return inputs | {
         f"perturbed_{name}": results(f"robustness/predictions/{name}.parquet")
         for name in labelers

@@ -1,5 +1,5 @@
 rule perturb:
-    """The test split's reports under every configured perturbation of their form (and control), in one table."""
+    """The robustness split's reports (test; validate to choose levers) under every configured perturbation of their form (and control), in one table."""
     input:
         reports=rules.ingest.output.reports,
     output:
@@ -15,6 +15,7 @@ rule perturb:
         mem_mb=resources_of("perturb")["mem_mb"],
         runtime=resources_of("perturb")["runtime"],
     params:
+        split=config["robustness"]["split"],
         perturbations=config["robustness"]["perturbations"],
         seed=config["robustness"]["seed"],
     script:

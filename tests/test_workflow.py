@@ -81,6 +81,24 @@ def test_paper_config_runs_on_files_shaped_like_mimic_cxr(tmp_path):
     assert "rule review_set:" in snakemake("-n", "--configfile", "config/mimic.yaml", str(path), "--", "review_set").stdout
 
 
+def test_preferences_are_never_judged_on_the_reports_that_choose_or_score_the_labelers(tmp_path):
+    """OpenI chooses its RL variants on validate and scores on test: its preference set is the
+    train split's; and no configuration may judge test reports."""
+    openi = yaml.safe_load((ROOT / "config/openi.yaml").read_text())
+    assert set(openi["rlhf"]["preference_splits"]) == {"train"}
+    result = snakemake("-n", "--configfile", overlay(tmp_path, {"rlhf": {"preference_splits": ["validate", "test"]}}), check=False)
+    assert result.returncode != 0 and "ValidationError" in result.stdout + result.stderr
+
+
+def test_robustness_levers_can_be_chosen_on_the_validate_split(tmp_path):
+    """robustness.split: validate perturbs the validate reports and reads the labelers' validate
+    predictions, so that levers such as instruct.perturbed_copies are not chosen on test's misses."""
+    output = snakemake("-n", "-p", "--configfile", overlay(tmp_path, {"robustness": {"split": "validate"}}, smoke=True)).stdout
+    robustness_job = output[output.index("rule robustness:"):].split("\n\n")[0]
+    assert f"{tmp_path}/results/predictions/validate/sft.parquet" in robustness_job and f"{tmp_path}/results/predictions/rule.parquet" in robustness_job
+    assert f"{tmp_path}/results/predictions/sft.parquet" not in robustness_job.replace("validate/sft", "")
+
+
 def test_invalid_combinations_are_refused_by_the_schema(tmp_path):
     """Sentence instructions are labeled by the rule labeler, human judgements compare whole reports,
     and a trainer's weights are float32 or bfloat16."""

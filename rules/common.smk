@@ -141,14 +141,16 @@ def targets_inputs(wildcards):
 
 
 def trainer_inputs(wildcards, model):
-    """What a trainer's stage reads (model: bert or sft): the reports, its labels and the expert
-    labels models are chosen on; the SFT model's base and instructions. The second of two stages
+    """What a trainer's stage reads (model: bert or sft): the reports, its labels, and the labels
+    models are chosen on (the expert labels, else the silver ones); the SFT model's base and
+    instructions. The second of two stages
     (models/bert, models/sft) starts from the first (models/<model>_silver) and learns from the
     expert-labeled training reports."""
     second = two_stages() and getattr(wildcards, f"{model}_model") == model
     inputs = {
         "reports": rules.ingest.output.reports,
         "labels": rules.targets.output.expert if second else training_labels(wildcards),
+        "silver": silver_labels(wildcards),
         "gold": rules.ingest.output.gold,
     }
     if second:

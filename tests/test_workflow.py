@@ -232,6 +232,43 @@ def test_judge_settings_a_simulated_judge_does_not_read_rerun_nothing(pipeline):
     assert planned_jobs(overlay(pipeline["dir"], elsewhere, smoke=True)) == set()
 
 
+def test_expert_labels_train_two_stages_and_the_no_finding_model(pipeline, tmp_path):
+    """expert.targets silver_then_expert with an expert-labels file of training reports, and the
+    learned No Finding: both trainers learn in two stages, the second on the file's reports alone,
+    the LLM labeler predicts with the No Finding model, and a file naming a test study stops the
+    targets rule with the study named."""
+    from cxrlabel.io.labels import read_labels, write_chexpert_csv
+
+    run = tmp_path / "run"  # a copy: these settings must not replace the shared pipeline's models
+    shutil.copytree(pipeline["dir"], run, symlinks=True)
+    results = run / "results"
+    reports = pl.read_parquet(results / "corpus/reports.parquet")
+    silver, _ = read_labels(results / "corpus/labels_silver.parquet")
+    train_ids = reports.filter(pl.col("split") == "train")["study_id"].head(60)
+    # a radiologist's labels of 60 training reports: the silver ones, with every effusion called uncertain
+    expert = silver.join(train_ids.to_frame(), on="study_id", how="semi").with_columns(
+        pl.when(pl.col("Pleural Effusion").is_not_null()).then(-1).otherwise(None).cast(pl.Int8).alias("Pleural Effusion"))
+    write_chexpert_csv(expert, run / "radiologist.csv")
+    settings = {"expert": {"targets": "silver_then_expert", "labels": str(run / "radiologist.csv"), "no_finding": "learned",
+                           "second_stage": {"llm": {"max_steps": 10}, "bert": {"epochs": 1}}, "no_finding_model": {"epochs": 20}}}
+    targets = [str(results / p) for p in ("predictions/sft.parquet", "predictions/bert.parquet", "corpus/targets_summary.json")]
+    snakemake("--cores", "2", "--configfile", overlay(run, settings, smoke=True), "--", *targets)
+    summary = json.loads((results / "corpus/targets_summary.json").read_text())
+    assert summary["file_reports"] == 60 and summary["expert_sets"][-1]["kind"] == "full"
+    assert set(summary["changed"]["Pleural Effusion"]) <= {"positive -> uncertain", "negative -> uncertain"}
+    second = pl.read_parquet(results / "instruct/instruct_expert.parquet")
+    assert set(second["study_id"]) == set(train_ids) and not second["completion"].str.contains('"Pleural Effusion": "(positive|negative)"').any()
+    for model in ("sft_silver", "sft", "bert_silver", "bert", "no_finding"):
+        assert (results / f"models/{model}").is_dir(), model
+    assert "starting from the trained labeler" in (results / "logs/bert.log").read_text()
+    assert "no finding" in (results / "logs/no_finding_model.log").read_text()
+    leaky = expert.vstack(silver.join(reports.filter(pl.col("split") == "test").head(1).select("study_id"), on="study_id", how="semi"))
+    write_chexpert_csv(leaky, run / "radiologist.csv")
+    failed = snakemake("--cores", "1", "--configfile", overlay(run, settings, smoke=True), "--", targets[-1], check=False)
+    test_study = reports.filter(pl.col("split") == "test")["study_id"][0]
+    assert failed.returncode != 0 and test_study in (results / "logs/targets.log").read_text()
+
+
 def test_same_config_same_predictions(pipeline):
     """Deterministic: rerunning a labeler with the same config gives the same predictions."""
     for name in ("sft", "bert"):

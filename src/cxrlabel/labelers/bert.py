@@ -297,16 +297,17 @@ def packaged_encoder() -> str:
 
 
 def train_bert_on_split(encoder_path: str | None, reports_path: str, labels_path: str, out_dir: str, settings: BertSettings,
-                        gold_path: str | None = None) -> dict[str, float]:
+                        silver_path: str | None = None, gold_path: str | None = None) -> dict[str, float]:
     """Train on the train split's reports that have training labels (``labels_path``), select the
-    epoch on the validate split's (:mod:`cxrlabel.training.selection`: the expert labels of
-    ``gold_path`` where they cover it); no encoder means the packaged one."""
+    epoch on the validate split (:mod:`cxrlabel.training.selection`: the expert labels of
+    ``gold_path`` where they cover it, else the silver labels, by default the training labels);
+    no encoder means the packaged one."""
     from cxrlabel.training.base_model import resolve_model_path
     from cxrlabel.training.selection import selection_reference
 
     encoder_path = resolve_model_path(encoder_path, allow_download=False) if encoder_path else packaged_encoder()
     labels, _ = read_labels(labels_path)
-    reference = selection_reference(reports_path, labels_path, gold_path)
+    reference = selection_reference(reports_path, silver_path or labels_path, gold_path)
     log.info("epochs are scored by the %s", reference.metric)
     reports = pl.read_parquet(reports_path)
     train = reports.filter(pl.col("split") == "train").join(labels, on="study_id", how="inner", maintain_order="left")

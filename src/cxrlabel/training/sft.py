@@ -148,7 +148,7 @@ def run_sft(base_dir: str, train_path: str, validate_path: str, out_dir: str, se
 
 def sft_job(base: str, train: str, validate: str, out: str, settings: dict[str, Any], threads: int, prompt: dict[str, Any],
             epoch_selection: dict[str, int] | None = None, reports: str | None = None, labels: str | None = None,
-            inference: dict[str, int] | None = None, gold: str | None = None) -> None:
+            inference: dict[str, int] | None = None, silver: str | None = None, gold: str | None = None) -> None:
     """The sft rule's work, from its inputs and params (paths and plain values, so that it can run
     in each process of a data-parallel job: :func:`cxrlabel.distributed.launch`): fine-tune with
     the configured global batch, and write the LLM labeler's settings beside the model."""
@@ -158,7 +158,7 @@ def sft_job(base: str, train: str, validate: str, out: str, settings: dict[str, 
     settings_of_prompt = PromptSettings(**prompt)
     selection = None
     if epoch_selection:
-        selection = EpochSelection.on_validate_split(reports, labels, settings_of_prompt, epoch_selection["patience"], gold, **(inference or {}))
+        selection = EpochSelection.on_validate_split(reports, silver or labels, settings_of_prompt, epoch_selection["patience"], gold, **(inference or {}))
     run_sft(base, train, validate, out, per_process_batch(settings, world_size()), max(1, threads // world_size()), selection)
     if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
         write_llm_settings(out, settings_of_prompt)

@@ -16,3 +16,19 @@ def openi_csv() -> Path:
     path = Path(os.environ.get("CXRLABEL_OPENI_CSV", ROOT.parent / "shared/data/openi/openi_dev.csv"))
     assert path.is_file(), f"OpenI dev CSV not found at {path}: set CXRLABEL_OPENI_CSV"
     return path
+
+
+@pytest.fixture(scope="session")
+def base(tmp_path_factory) -> Path:
+    """The micro base model (tests/micro_models.py), built once per run."""
+    from micro_models import build_base
+
+    return build_base(tmp_path_factory.mktemp("base"))
+
+
+@pytest.fixture(scope="session")
+def tuned(base, tmp_path_factory) -> Path:
+    """The micro model tuned to the rule labeler's answers (tests/micro_models.py), once per run."""
+    from micro_models import build_tuned
+
+    return build_tuned(base, tmp_path_factory.mktemp("tuned"))

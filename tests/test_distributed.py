@@ -9,7 +9,7 @@ import logging
 import polars as pl
 import pytest
 import torch
-from test_llm import REPORTS, base, sft_settings, tuned  # noqa: F401 (fixtures)
+from micro_models import REPORTS, sft_settings
 from transformers import AutoModelForCausalLM
 
 from cxrlabel.distributed import launch, per_process_batch

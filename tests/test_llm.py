@@ -22,22 +22,8 @@ from cxrlabel.training.base_model import OfflineModelError, TinyModelSpec, build
 from cxrlabel.training.curves import CURVE_COLUMNS, curves_table
 from cxrlabel.training.rlhf import SampledCompletions, format_error_reward, gold_agreement_reward, run_group_rl, run_ppo, sentence_contexts, sequence_classifier, train_reward_model
 from cxrlabel.predict import predict, write_predictions
+from micro_models import MICRO, REPORTS, sft_settings
 from cxrlabel.training.sft import EpochSelection, run_sft
-
-REPORTS = ["No pneumothorax.", "Small left pleural effusion.", "Heart size is normal.", "Possible pneumonia."] * 4
-MICRO = TinyModelSpec(vocab_size=400, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, intermediate_size=64, max_position_embeddings=128, pretrain_epochs=1, pretrain_block=16, pretrain_batch_size=4)
-
-
-@pytest.fixture(scope="module")
-def base(tmp_path_factory):
-    path = tmp_path_factory.mktemp("base")
-    labels = {name: None for name in OBSERVATIONS} | {"Pneumothorax": 0}
-    completions = [serialize_labels(labels, "mentioned")] * len(REPORTS)
-    build_base_model(str(path), None, False, REPORTS, [build_prompt(r, "mentioned") for r in REPORTS] + completions, MICRO)
-    table = pl.DataFrame({"prompt": [build_prompt(r, "mentioned") for r in REPORTS], "completion": completions})
-    table.write_parquet(path / "train.parquet")
-    return path
-
 
 @pytest.fixture(scope="module")
 def reward_dir(base, tmp_path_factory):
@@ -46,22 +32,6 @@ def reward_dir(base, tmp_path_factory):
     sequence_classifier(str(base), torch.float32).save_pretrained(path)
     AutoTokenizer.from_pretrained(base).save_pretrained(path)
     return path
-
-
-def sft_settings(max_steps: int) -> dict:
-    return {"max_steps": max_steps, "per_device_train_batch_size": 4, "learning_rate": 1e-3, "bf16": False, "gradient_checkpointing": False, "save_steps": 2, "logging_steps": 1, "use_cpu": True, "seed": 0, "max_length": 128}
-
-
-@pytest.fixture(scope="module")
-def tuned(base, tmp_path_factory):
-    """The micro model tuned (300 steps, ~3 s) to the rule labeler's answers, which differ in
-    length: it stops at EOS after a varying number of tokens, as a real labeler does."""
-    path = tmp_path_factory.mktemp("tuned")
-    answers = [serialize_labels(labeled.labels, "mentioned") for labeled in RuleLabeler().label_batch(REPORTS)]
-    pl.DataFrame({"prompt": [build_prompt(r, "mentioned") for r in REPORTS], "completion": answers}).write_parquet(path / "train.parquet")
-    run_sft(str(base), str(path / "train.parquet"), str(path / "train.parquet"), str(path / "sft"), sft_settings(300) | {"learning_rate": 3e-3, "save_steps": 300}, threads=1)
-    write_llm_settings(str(path / "sft"), PromptSettings("mentioned"))
-    return path / "sft"
 
 
 def test_hub_ids_are_refused_offline():

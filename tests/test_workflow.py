@@ -242,6 +242,8 @@ def test_expert_labels_train_two_stages_and_the_no_finding_model(pipeline, tmp_p
     run = tmp_path / "run"  # a copy: these settings must not replace the shared pipeline's models
     shutil.copytree(pipeline["dir"], run, symlinks=True)
     results = run / "results"
+    for model in ("sft", "bert"):  # the first stages are the pipeline's models (the same rules, trained on silver)
+        shutil.copytree(results / f"models/{model}", results / f"models/{model}_silver")
     reports = pl.read_parquet(results / "corpus/reports.parquet")
     silver, _ = read_labels(results / "corpus/labels_silver.parquet")
     train_ids = reports.filter(pl.col("split") == "train")["study_id"].head(60)
@@ -252,7 +254,7 @@ def test_expert_labels_train_two_stages_and_the_no_finding_model(pipeline, tmp_p
     settings = {"expert": {"targets": "silver_then_expert", "labels": str(run / "radiologist.csv"), "no_finding": "learned",
                            "second_stage": {"llm": {"max_steps": 10}, "bert": {"epochs": 1}}, "no_finding_model": {"epochs": 20}}}
     targets = [str(results / p) for p in ("predictions/sft.parquet", "predictions/bert.parquet", "corpus/targets_summary.json")]
-    snakemake("--cores", "2", "--configfile", overlay(run, settings, smoke=True), "--", *targets)
+    snakemake("--cores", "2", "--rerun-triggers", "mtime", "--configfile", overlay(run, settings, smoke=True), "--", *targets)
     summary = json.loads((results / "corpus/targets_summary.json").read_text())
     assert summary["file_reports"] == 60 and summary["expert_sets"][-1]["kind"] == "full"
     assert set(summary["changed"]["Pleural Effusion"]) <= {"positive -> uncertain", "negative -> uncertain"}
@@ -264,7 +266,7 @@ def test_expert_labels_train_two_stages_and_the_no_finding_model(pipeline, tmp_p
     assert "no finding" in (results / "logs/no_finding_model.log").read_text()
     leaky = expert.vstack(silver.join(reports.filter(pl.col("split") == "test").head(1).select("study_id"), on="study_id", how="semi"))
     write_chexpert_csv(leaky, run / "radiologist.csv")
-    failed = snakemake("--cores", "1", "--configfile", overlay(run, settings, smoke=True), "--", targets[-1], check=False)
+    failed = snakemake("--cores", "1", "--rerun-triggers", "mtime", "--configfile", overlay(run, settings, smoke=True), "--", targets[-1], check=False)
     test_study = reports.filter(pl.col("split") == "test")["study_id"][0]
     assert failed.returncode != 0 and test_study in (results / "logs/targets.log").read_text()
 

@@ -37,10 +37,11 @@ from cxrlabel.evaluation.metrics import label_matrix, mean_ignoring_nan, positiv
 from cxrlabel.instruct import units_of
 from cxrlabel.io.labels import labels_schema, read_labels
 from cxrlabel.labelers.llm import LLMLabeler
+from cxrlabel.labelers.no_finding import NoFindingModel
 from cxrlabel.labelers.rule import RuleLabeler
 from cxrlabel.observations import OBSERVATIONS
 from cxrlabel.sampling import CandidateSampler
-from cxrlabel.training.preferences import label_reward
+from cxrlabel.training.preferences import counted_observations, label_reward
 
 parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
 parser.add_argument("results", help="a run's results folder")
@@ -52,6 +53,7 @@ parser.add_argument("--seed", type=int, default=13)
 parser.add_argument("--limit", type=int, help="only the first N reports with expert labels")
 parser.add_argument("--batch-size", type=int, default=256)
 parser.add_argument("--max-new-tokens", type=int, default=128)
+parser.add_argument("--no-finding-model", help="the labeler's learned No Finding model (models/no_finding): No Finding is then its, and the reward counts the 13 others")
 args = parser.parse_args()
 
 results = Path(args.results)
@@ -62,15 +64,18 @@ gold = judged.select(labels_schema().keys())
 policy_dir = str(Path(args.model or results / "models/sft"))
 sampler = CandidateSampler(policy_dir, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens, threads=2)
 policy = LLMLabeler(policy_dir)  # parses and combines outputs as the labeler does
+normal = NoFindingModel.load(args.no_finding_model).normal(judged["text"].to_list()) if args.no_finding_model else [True] * judged.height
+counted = counted_observations(bool(args.no_finding_model))
 prompt = policy.prompt
 units = [units_of(text, prompt.unit) for text in judged["text"]]
 distinct = list(dict.fromkeys(unit for report in units for unit in report))
 print(f"{results}: splits {args.split}, {judged.height} reports with {kind} expert labels, {len(distinct)} distinct {prompt.unit}s; policy {policy_dir}")
 
 
-def report_labels(outputs: list[str]) -> dict[str, int | None]:
-    """A report's labels from its units' outputs, as the LLM labeler combines them."""
-    return policy.combine([policy.parse(output) for output in outputs])
+def report_labels(outputs: list[str], is_normal: bool) -> dict[str, int | None]:
+    """A report's labels from its units' outputs, as the LLM labeler combines them (with its No Finding model)."""
+    labels = policy.combine([policy.parse(output) for output in outputs])
+    return labels if is_normal else labels | {"No Finding": None}
 
 
 def best_of(report: list[str], options: dict[str, list[str]], greedy: dict[str, str], expert_labels: dict[str, int | None]) -> list[str]:
@@ -81,7 +86,7 @@ def best_of(report: list[str], options: dict[str, list[str]], greedy: dict[str, 
         changed = False
         for i, unit in enumerate(report):
             context = None if prompt.unit == "report" else [policy.parse(o).labels for j, o in enumerate(chosen) if j != i]
-            rewards = {output: label_reward(output, expert_labels, kind, prompt.format, context) for output in options[unit]}
+            rewards = {output: label_reward(output, expert_labels, kind, prompt.format, context, counted) for output in options[unit]}
             best = max(rewards, key=rewards.get)
             if rewards[best] > rewards[chosen[i]]:
                 chosen[i], changed = best, True
@@ -103,11 +108,11 @@ for number, temperature in enumerate(args.temperature):
     sampled, greedy_list = sampler.sample(distinct, args.candidates, temperature, args.seed, greedy=number == 0)
     if number == 0:
         greedy_outputs = {unit: output.strip() for unit, output in zip(distinct, greedy_list)}
-        greedy_f1, greedy_errors, greedy_p = scored([report_labels([greedy_outputs[u] for u in report]) for report in units])
+        greedy_f1, greedy_errors, greedy_p = scored([report_labels([greedy_outputs[u] for u in report], n) for report, n in zip(units, normal)])
     options = {unit: list(dict.fromkeys([greedy_outputs[unit], *(c.strip() for c in candidates)])) for unit, candidates in zip(distinct, sampled)}
     label_sets = [len({tuple(policy.parse(o).labels.items()) for o in outs}) for outs in options.values()]
     malformed = sum(policy.parse(c.strip()).error is not None for cs in sampled for c in cs)
-    oracle_f1, oracle_errors, oracle_p = scored([report_labels(best_of(report, options, greedy_outputs, row)) for report, row in zip(units, expert_rows)])
+    oracle_f1, oracle_errors, oracle_p = scored([report_labels(best_of(report, options, greedy_outputs, row), n) for report, row, n in zip(units, expert_rows, normal)])
     print(f"\ntemperature {temperature}, {args.candidates} candidates per {prompt.unit} ({time.perf_counter() - start:.0f} s so far):")
     print(f"  distinct outputs per {prompt.unit} (greedy included): {np.mean([len(o) for o in options.values()]):.2f}; distinct label sets: {np.mean(label_sets):.2f}; "
           f"{prompt.unit}s with more than one label set: {np.mean(np.array(label_sets) > 1):.1%}; malformed samples: {malformed / max(1, len(sampled) * args.candidates):.1%}")

@@ -202,6 +202,12 @@ def preference_inputs(wildcards):
     }
 
 
+def learned_no_finding():
+    """Whether a report-level model decides the LLM labelers' No Finding (expert.no_finding),
+    so that their policies' rewards leave it out."""
+    return config["expert"]["no_finding"] == "learned"
+
+
 def sampling_settings():
     """The rlhf settings that decide which SFT candidates are sampled and paired (review_set)."""
     keys = [
@@ -221,7 +227,10 @@ def preference_settings():
     if config["rlhf"]["judge"] == "human":
         keys = ["judge", "human_judgements", "preference_splits"]
         return {key: config["rlhf"][key] for key in keys}
-    return {"judge": "simulated"} | sampling_settings()
+    return {
+        "judge": "simulated",
+        "learned_no_finding": learned_no_finding(),
+    } | sampling_settings()
 
 
 def rl_rewards(algorithm):

@@ -97,5 +97,6 @@ rule rl_policy:
         settings=lambda wildcards: config["rlhf"][wildcards.algorithm],
         rewards=lambda wildcards: rl_rewards(wildcards.algorithm),
         prompt_split=config["rlhf"]["prompt_split"],
+        learned_no_finding=learned_no_finding(),
     script:
         "../workflow/scripts/rl_policy.py"

@@ -8,7 +8,7 @@ import pytest
 from cxrlabel.instruct import PromptSettings
 from cxrlabel.io.records import BadInputError, DropLog
 from cxrlabel.observations import OBSERVATIONS
-from cxrlabel.training.preferences import label_reward, rank_pairs, read_human_judgements
+from cxrlabel.training.preferences import counted_observations, label_reward, rank_pairs, read_human_judgements
 
 BLANK = {name: None for name in OBSERVATIONS}
 EXPERT = BLANK | {"Edema": 1, "Pneumothorax": 0}
@@ -37,6 +37,19 @@ def test_the_reward_against_positive_only_labels_ignores_what_indexers_cannot_sa
     # hedging earns and costs half: an uncertain edema (indexed) and an uncertain cardiomegaly (not)
     assert label_reward('{"Edema": "uncertain"}', indexer, "positive_only", "mentioned") == 0.5
     assert label_reward('{"Cardiomegaly": "uncertain", "Fracture": "positive"}', indexer, "positive_only", "mentioned") == 0.5
+
+
+def test_a_policy_whose_no_finding_a_report_stage_decides_is_not_paid_for_inventing_findings():
+    """Against an indexer who did not call the report normal, a sentence answer that invents an
+    uncertain finding clears the CheXpert rule's No Finding: it gains with No Finding counted, and
+    loses once a report-level model decides No Finding (counted_observations(True))."""
+    indexer = BLANK | {"Fracture": 1}  # indexed with a finding, not as normal
+    context = [{"Fracture": None}]  # the report's other sentence: no finding of the 14
+    plain, invented = "{}", '{"Atelectasis": "uncertain"}'
+    everything = [label_reward(o, indexer, "positive_only", "mentioned", context) for o in (plain, invented)]
+    decided = [label_reward(o, indexer, "positive_only", "mentioned", context, counted_observations(True)) for o in (plain, invented)]
+    assert everything[1] > everything[0] and decided[1] < decided[0]
+    assert counted_observations(False) == OBSERVATIONS and "No Finding" not in counted_observations(True)
 
 
 def test_pairs_rank_the_better_output_first_and_skip_ties_and_duplicates():

@@ -69,11 +69,22 @@ def observation_credit(predicted: int | None, expert: int | None, kind: LabelKin
     return sign if predicted == 1 else 0.5 * sign if predicted == -1 else 0.0
 
 
-def label_reward(output: str, expert: Labels, kind: LabelKind, fmt: CompletionFormat, context: Sequence[Labels] | None = None) -> float:
+def counted_observations(learned_no_finding: bool) -> tuple[str, ...]:
+    """The observations an LLM policy decides and its rewards credit: all 14, or all but No Finding
+    where a report-level model decides it (:mod:`cxrlabel.labelers.no_finding`)."""
+    return OBSERVATIONS[1:] if learned_no_finding else OBSERVATIONS
+
+
+def label_reward(output: str, expert: Labels, kind: LabelKind, fmt: CompletionFormat, context: Sequence[Labels] | None = None,
+                 counted: Sequence[str] = OBSERVATIONS) -> float:
     """The reward of one output against the expert labels of its report, per observation: the
-    sum over the 14 observations of :func:`observation_credit`, and :data:`MALFORMED_REWARD` (below
-    every well-formed output) for an output that does not parse. Full labels: 0 to 14; positive-only:
-    -14 to 14. The preference builder ranks candidates by it, and the verifiable RL reward is it / 14.
+    sum over the ``counted`` observations (all 14 by default) of :func:`observation_credit`, and
+    :data:`MALFORMED_REWARD` (below every well-formed output) for an output that does not parse.
+    Full labels: 0 to 14; positive-only: -14 to 14. The preference builder ranks candidates by it,
+    and the verifiable RL reward is it / the number counted. A labeler whose No Finding a
+    report-level stage decides (``expert.no_finding: learned``) counts the 13 others: its policy
+    does not decide No Finding, and crediting it would pay a sentence for an invented finding that
+    clears the CheXpert rule's No Finding.
 
     ``context`` None: the output labels the whole report. Otherwise the output labels one
     sentence and ``context`` holds the labels of the report's other sentences: the report's
@@ -84,14 +95,15 @@ def label_reward(output: str, expert: Labels, kind: LabelKind, fmt: CompletionFo
     if parsed.error is not None:
         return MALFORMED_REWARD
     labels = parsed.labels if context is None else aggregate_mentions([*context, parsed.labels])
-    return sum(observation_credit(labels[name], expert.get(name), kind) for name in OBSERVATIONS)
+    return sum(observation_credit(labels[name], expert.get(name), kind) for name in counted)
 
 
-def rank_pairs(study_id: str, prompt: str, candidates: list[str], expert: Labels, kind: LabelKind, fmt: CompletionFormat, max_pairs: int, context: Sequence[Labels] | None = None) -> list[dict[str, object]]:
+def rank_pairs(study_id: str, prompt: str, candidates: list[str], expert: Labels, kind: LabelKind, fmt: CompletionFormat, max_pairs: int,
+               context: Sequence[Labels] | None = None, counted: Sequence[str] = OBSERVATIONS) -> list[dict[str, object]]:
     """Chosen/rejected pairs among the distinct candidates of one prompt, at most ``max_pairs`` in
-    :func:`pair_priority` order (``context``: see :func:`label_reward`)."""
+    :func:`pair_priority` order (``context``, ``counted``: see :func:`label_reward`)."""
     distinct = list(dict.fromkeys(c.strip() for c in candidates))
-    scored = sorted(((label_reward(c, expert, kind, fmt, context), c) for c in distinct), key=lambda sc: -sc[0])
+    scored = sorted(((label_reward(c, expert, kind, fmt, context, counted), c) for c in distinct), key=lambda sc: -sc[0])
     pairs = [
         {"study_id": study_id, "prompt": prompt, "chosen": a, "rejected": b, "margin": sa - sb, "source": "simulated", "annotator": None,
          "rejected_malformed": sb == MALFORMED_REWARD}
@@ -147,7 +159,8 @@ def read_human_judgements(path: str, reports: pl.DataFrame, prompt: PromptSettin
     return pl.DataFrame(rows, schema=PREFERENCE_SCHEMA)
 
 
-def simulated_preferences(sampler: CandidateSampler, reports: pl.DataFrame, expert: pl.DataFrame, kind: LabelKind, n_candidates: int, temperature: float, max_pairs: int, seed: int) -> tuple[pl.DataFrame, dict[str, float]]:
+def simulated_preferences(sampler: CandidateSampler, reports: pl.DataFrame, expert: pl.DataFrame, kind: LabelKind, n_candidates: int, temperature: float, max_pairs: int, seed: int,
+                          counted: Sequence[str] = OBSERVATIONS) -> tuple[pl.DataFrame, dict[str, float]]:
     """Sample candidates from the policy for every report with expert labels, rank them, and say
     how much signal they held (:func:`preference_summary`).
 
@@ -169,8 +182,8 @@ def simulated_preferences(sampler: CandidateSampler, reports: pl.DataFrame, expe
         report_pairs = []
         for i, unit in enumerate(report):
             context = [greedy[other] for j, other in enumerate(report) if j != i] if greedy else None
-            rewards.append([label_reward(c, labels, kind, prompt.format, context) for c in dict.fromkeys(c.strip() for c in candidates[unit])])
-            report_pairs += rank_pairs(row["study_id"], prompt.build(unit), candidates[unit], labels, kind, prompt.format, max_pairs, context)
+            rewards.append([label_reward(c, labels, kind, prompt.format, context, counted) for c in dict.fromkeys(c.strip() for c in candidates[unit])])
+            report_pairs += rank_pairs(row["study_id"], prompt.build(unit), candidates[unit], labels, kind, prompt.format, max_pairs, context, counted)
         pairs += sorted(report_pairs, key=pair_priority)[:max_pairs]
     table = pl.DataFrame(pairs, schema=PREFERENCE_SCHEMA)
     summary = preference_summary(judged.height, n_candidates, rewards, table)
@@ -227,6 +240,7 @@ def collect_preferences(inputs: dict[str, str], rlhf: dict, prompt: PromptSettin
         expert, kind = read_labels(inputs["expert"])
         pairs, summary = simulated_preferences(
             CandidateSampler(inputs["policy"], **sampling), reports, expert, kind, rlhf["candidates"], rlhf["temperature"], rlhf["max_pairs_per_report"], rlhf["seed"],
+            counted_observations(rlhf.get("learned_no_finding", False)),
         )
     pairs.write_parquet(out["pairs"])
     drops.frame().write_parquet(out["dropped"])

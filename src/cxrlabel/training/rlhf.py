@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -133,18 +133,20 @@ def run_ppo(sft_dir: str, reward_dir: str, reports: pl.DataFrame, out_dir: str, 
     write_curves(trainer, "ppo", out_dir)
 
 
-def gold_agreement_reward(expert: dict[str, Labels], kind: LabelKind, fmt: CompletionFormat, contexts: dict[tuple[str, int], list[Labels]] | None = None) -> Callable[..., list[float]]:
+def gold_agreement_reward(expert: dict[str, Labels], kind: LabelKind, fmt: CompletionFormat, contexts: dict[tuple[str, int], list[Labels]] | None = None,
+                          counted: Sequence[str] = OBSERVATIONS) -> Callable[..., list[float]]:
     """The verifiable reward: a completion's reward against the expert labels of its report
     (:func:`~cxrlabel.training.preferences.label_reward`, the preference builder's) per
     observation, so -1 to 1 (about -1.07 for a malformed output).
 
     ``contexts`` (sentence units): per (study_id, position) the labels of the report's other
-    sentences, with which a sentence's completion is aggregated before it is judged.
+    sentences, with which a sentence's completion is aggregated before it is judged. ``counted``:
+    the observations the policy decides (see ``label_reward``).
     """
 
     def gold_agreement(prompts: list[str], completions: list[str], study_id: list[str], position: list[int], **_: Any) -> list[float]:
         return [
-            label_reward(completion, expert[study], kind, fmt, contexts[(study, at)] if contexts is not None else None) / len(OBSERVATIONS)
+            label_reward(completion, expert[study], kind, fmt, contexts[(study, at)] if contexts is not None else None, counted) / len(counted)
             for completion, study, at in zip(completions, study_id, position)
         ]
 
@@ -237,7 +239,7 @@ def sentence_contexts(policy_dir: str, reports: pl.DataFrame) -> dict[tuple[str,
 
 
 def run_group_rl(algorithm: str, sft_dir: str, reports: pl.DataFrame, out_dir: str, settings: dict[str, Any], threads: int,
-                 reward_dir: str | None = None, expert: pl.DataFrame | None = None, kind: LabelKind = "full") -> None:
+                 reward_dir: str | None = None, expert: pl.DataFrame | None = None, kind: LabelKind = "full", counted: Sequence[str] = OBSERVATIONS) -> None:
     """GRPO or RLOO (TRL's maintained online methods: a group of sampled completions per prompt,
     advantages relative to the group, no value model) of the SFT policy, rewarded by the learned
     reward model (``reward_dir``), the verifiable gold-agreement reward (``expert``), or the sum of both."""
@@ -257,7 +259,7 @@ def run_group_rl(algorithm: str, sft_dir: str, reports: pl.DataFrame, out_dir: s
             raise ValueError(f"{algorithm}: the verifiable reward needs expert labels, and no report of the prompt split has them")
         labels = {row["study_id"]: {name: row[name] for name in OBSERVATIONS} for row in expert.iter_rows(named=True)}
         contexts = sentence_contexts(sft_dir, reports) if prompt.unit == "sentence" else None
-        reward_funcs.append(gold_agreement_reward(labels, kind, prompt.format, contexts))
+        reward_funcs.append(gold_agreement_reward(labels, kind, prompt.format, contexts, counted))
     settings = dict(settings)  # the format-error rate rides along as a reward of weight 0: logged, never optimised
     weights = [*(settings.pop("reward_weights", None) or [1.0] * len(reward_funcs)), 0.0]
     reward_funcs.append(format_error_reward(prompt.format))
@@ -290,11 +292,12 @@ def rl_processes(algorithm: str, gpus: int) -> int:
     return gpus
 
 
-def train_rl_policy(algorithm: str, inputs: dict[str, str], out_dir: str, settings: dict[str, Any], rewards: list[str], prompt_split: str, threads: int) -> None:
+def train_rl_policy(algorithm: str, inputs: dict[str, str], out_dir: str, settings: dict[str, Any], rewards: list[str], prompt_split: str, threads: int,
+                    counted: Sequence[str] = OBSERVATIONS) -> None:
     """The ``rl_policy`` rule: ``algorithm`` (ppo, grpo or rloo) on the reports of ``prompt_split``.
 
     ``inputs``: ``sft``, ``reports``, and ``reward`` (the reward model) for the learned reward,
-    ``expert`` (expert labels) for the verifiable one.
+    ``expert`` (expert labels) for the verifiable one, which credits the ``counted`` observations.
     """
     from cxrlabel.distributed import per_process_batch, world_size
 
@@ -306,4 +309,4 @@ def train_rl_policy(algorithm: str, inputs: dict[str, str], out_dir: str, settin
     threads, settings = max(1, threads // world_size()), per_process_batch(settings, world_size())
     expert, kind = read_labels(inputs["expert"]) if "verifiable" in rewards else (None, "full")
     reward_dir = inputs["reward"] if "learned" in rewards else None
-    run_group_rl(algorithm, inputs["sft"], reports, out_dir, settings, threads, reward_dir=reward_dir, expert=expert, kind=kind)
+    run_group_rl(algorithm, inputs["sft"], reports, out_dir, settings, threads, reward_dir=reward_dir, expert=expert, kind=kind, counted=counted)

@@ -22,8 +22,17 @@ from cxrlabel.evaluation.stats import bootstrap_headline, compare_labelers, perc
 from cxrlabel.evaluation.tables import certainties_for, metric_name
 from cxrlabel.io.labels import read_labels
 from cxrlabel.labelers.rule import RuleLabeler
-from cxrlabel.observations import OBSERVATIONS
+from cxrlabel.observations import NO_FINDING, OBSERVATIONS, apply_no_finding_rule
 from cxrlabel.predict import predict
+
+
+
+def chexpert_no_finding(predictions: pl.DataFrame) -> pl.DataFrame:
+    """``predictions`` with No Finding recomputed by the CheXpert rule from the 13 other labels:
+    what an LLM labeler with a learned No Finding stage gives without it."""
+    rows = [apply_no_finding_rule({name: row[name] for name in OBSERVATIONS}) for row in predictions.iter_rows(named=True)]
+    return predictions.with_columns(pl.Series(NO_FINDING, [row[NO_FINDING] for row in rows], dtype=pl.Int8))
+
 
 parser = argparse.ArgumentParser()
 parser.add_argument("results", nargs="+")
@@ -39,6 +48,8 @@ for folder in map(Path, args.results):
     for path in sorted((folder / "predictions/validate").glob("*.parquet")) if args.split == "validate" else []:
         if not path.stem.endswith("_scores"):
             predictions[path.stem] = pl.read_parquet(path)
+            if path.stem != "bert" and (folder / "models/no_finding").is_dir():  # the same labels, No Finding by the CheXpert rule
+                predictions[f"{path.stem}, CheXpert No Finding"] = chexpert_no_finding(predictions[path.stem])
     weights = resample_weights(gold.height, args.resamples, 0)
     counts = {name: extraction_counts(*label_matrix(gold, table)[:2], certainties_for(kind)) for name, table in predictions.items()}
     boots = {name: bootstrap_headline(c, weights) for name, c in counts.items()}

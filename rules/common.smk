@@ -143,9 +143,8 @@ def targets_inputs(wildcards):
 def trainer_inputs(wildcards, model):
     """What a trainer's stage reads (model: bert or sft): the reports, its labels, and the labels
     models are chosen on (the expert labels, else the silver ones); the SFT model's base and
-    instructions. The second of two stages
-    (models/bert, models/sft) starts from the first (models/<model>_silver) and learns from the
-    expert-labeled training reports."""
+    instructions. The second of two stages (models/bert, models/sft) starts from the first
+    (models/<model>_silver) and learns from the expert-labeled training reports."""
     second = two_stages() and getattr(wildcards, f"{model}_model") == model
     inputs = {
         "reports": rules.ingest.output.reports,
@@ -176,10 +175,7 @@ def stage_settings(wildcards, model, settings):
 def labeler_model_inputs(wildcards):
     """A labeler's trained model, and for an LLM labeler the learned No Finding model where it has one."""
     inputs = {"model": results(f"models/{wildcards.labeler}")}
-    if (
-        labeler_kind(wildcards.labeler) == "llm"
-        and config["expert"]["no_finding"] == "learned"
-    ):
+    if labeler_kind(wildcards.labeler) == "llm" and learned_no_finding():
         inputs["no_finding"] = rules.no_finding_model.output[0]
     return inputs
 

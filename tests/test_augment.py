@@ -69,7 +69,7 @@ def test_only_the_training_split_gets_recombined_reports(tmp_path):
     assert validate["study_id"].to_list() == ["d"]
 
 
-def test_perturbed_copies_add_what_a_perturbation_changed_labeled_as_the_rule_labeler_reads_it():
+def test_perturbed_copies_add_what_a_perturbation_changed_with_the_reports_labels_and_the_controls_flips():
     reports = pl.DataFrame({
         "study_id": ["a", "b"],
         "findings": ["There is no pneumothorax. Heart size is normal.", "Status post ___. Lungs are clear."],
@@ -89,3 +89,14 @@ def test_perturbed_copies_add_what_a_perturbation_changed_labeled_as_the_rule_la
     assert copied[0]["Lung Opacity"] == 1  # the report's own labels: a meaning-preserving copy keeps them
     assert (copied[1]["Pneumothorax"], copied[1]["Cardiomegaly"]) == (1, 0)  # only the control's flip changes
     assert "Report: There is pneumothorax. Heart size is normal." in whole["prompt"][1]
+
+
+def test_a_perturbed_sentence_carries_its_reports_corrected_label():
+    """A training label corrected by expert labels (a borderline heart the experts call enlarged)
+    reaches the perturbed copy of the sentence that decided it, as it reaches the clean sentence."""
+    text = "Heart size is borderline, status post ___."
+    reports = pl.DataFrame({"study_id": ["c"], "findings": [text], "impression": [None], "text": [text]})
+    corrected = pl.DataFrame([{"study_id": "c", "Cardiomegaly": 1}], schema=labels_schema())
+    copies = perturbed_instructions(reports, corrected, ["deid_redacted"], seed=0, prompt=PromptSettings("mentioned", unit="sentence"))
+    assert "Sentence: Heart size is borderline, status post [REDACTED]." in copies["prompt"][0]
+    assert parse_completion(copies["completion"][0], "mentioned").labels["Cardiomegaly"] == 1

@@ -317,13 +317,15 @@ def perturbed_instructions(reports: pl.DataFrame, labels: pl.DataFrame, names: l
     (:mod:`cxrlabel.perturb`), so that a learned labeler sees the forms it will be tested on.
 
     Only what a perturbation changed is added: for the sentence unit, the sentences of the
-    perturbed report that the clean report lacks, labeled by the rule labeler; for the report
-    unit, the perturbed report with the clean report's labels, except the observations a control
-    changes (``negation_removed``), which take the rule labeler's label of the perturbed text.
+    perturbed report that the clean report lacks; for the report unit, the perturbed report. The
+    labels are the clean report's (its training labels: for the sentence unit placed on the
+    sentences as :func:`sentence_instruction_table` places them), except the observations a
+    control changes (``negation_removed``), which take the rule labeler's label of the perturbed text.
     ``study_id`` is ``perturbed-<name>-<study_id>``.
     """
     from cxrlabel.labelers.rule import RuleLabeler
     from cxrlabel.perturb import perturb_reports
+    from cxrlabel.training.targets import sentence_targets
 
     rule = RuleLabeler()
     quoting = rule if prompt.format == "evidence" else None  # the rule labeler quotes its own labels
@@ -335,12 +337,14 @@ def perturbed_instructions(reports: pl.DataFrame, labels: pl.DataFrame, names: l
             if not changed:
                 continue
             copy_id = f"{PERTURBED_PREFIX}{name}-{study_id}"
+            flipped = rule.label(text) if flips else {}
+            copy_labels = by_id[study_id] | {observation: flipped[observation] for observation in flips}
             if prompt.unit == "sentence":
                 seen = set(split_sentences(clean))
-                rows += [(copy_id, prompt.build(s), completion_of(s, rule.sentence_labels(s), prompt, quoting)) for s in split_sentences(text) if s not in seen]
+                sentences = split_sentences(text)
+                relabeled, _ = sentence_targets([rule.sentence_labels(s) for s in sentences], copy_labels)
+                rows += [(copy_id, prompt.build(s), completion_of(s, labels, prompt, quoting)) for s, labels in zip(sentences, relabeled) if s not in seen]
             else:
-                flipped = rule.label(text) if flips else {}
-                copy_labels = by_id[study_id] | {observation: flipped[observation] for observation in flips}
                 rows.append((copy_id, prompt.build(text), completion_of(text, copy_labels, prompt, quoting)))
     return pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA, orient="row")
 

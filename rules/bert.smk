@@ -29,8 +29,8 @@ rule bert_train:
 rule predict_bert:
     """Label the test split with the trained BERT-style classifier (and write each label's head logits)."""
     input:
+        unpack(lambda wildcards: labeler_model_inputs("bert")),
         reports=rules.ingest.output.reports,
-        model=results("models/bert"),
     output:
         results("predictions/bert.parquet"),
         scores=results("predictions/bert_scores.parquet"),

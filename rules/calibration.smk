@@ -1,7 +1,7 @@
 rule predict_validate:
     """Label the validate split with a labeler that has scores (bert, an LLM): the set its temperature is fitted on."""
     input:
-        unpack(labeler_model_inputs),
+        unpack(lambda wildcards: labeler_model_inputs(wildcards.labeler)),
         reports=rules.ingest.output.reports,
     output:
         predictions=results("predictions/validate/{labeler}.parquet"),

@@ -68,7 +68,7 @@ def perturbed_prediction_inputs(wildcards):
     inputs = {"reports": rules.perturb.output[0]}
     if wildcards.labeler == "rule":
         return inputs
-    return inputs | labeler_model_inputs(wildcards)
+    return inputs | labeler_model_inputs(wildcards.labeler)
 
 
 def clean_predictions(labeler):
@@ -172,10 +172,10 @@ def stage_settings(wildcards, model, settings):
     return settings
 
 
-def labeler_model_inputs(wildcards):
-    """A labeler's trained model, and for an LLM labeler the learned No Finding model where it has one."""
-    inputs = {"model": results(f"models/{wildcards.labeler}")}
-    if labeler_kind(wildcards.labeler) == "llm" and learned_no_finding():
+def labeler_model_inputs(labeler):
+    """A trained labeler's model, and the learned No Finding model where there is one."""
+    inputs = {"model": results(f"models/{labeler}")}
+    if learned_no_finding():
         inputs["no_finding"] = rules.no_finding_model.output[0]
     return inputs
 
@@ -199,8 +199,8 @@ def preference_inputs(wildcards):
 
 
 def learned_no_finding():
-    """Whether a report-level model decides the LLM labelers' No Finding (expert.no_finding),
-    so that their policies' rewards leave it out."""
+    """Whether a report-level model decides the trained labelers' No Finding (expert.no_finding),
+    so that the LLM policies' rewards leave it out."""
     return config["expert"]["no_finding"] == "learned"
 
 

@@ -57,7 +57,7 @@ rule sft:
 rule predict_llm:
     """Label the test split with an LLM labeler (the SFT model, or an RLHF policy), and write each label's certainty-word logits."""
     input:
-        unpack(labeler_model_inputs),
+        unpack(lambda wildcards: labeler_model_inputs(wildcards.labeler)),
         reports=rules.ingest.output.reports,
     output:
         results("predictions/{labeler}.parquet"),

@@ -64,23 +64,23 @@ def test_validation_f1_is_the_mean_weighted_f1_against_the_labels():
     import torch
     from transformers import AutoModel
 
-    from cxrlabel.labelers.bert import BertLabelerModel, validation_f1
+    from cxrlabel.labelers.bert import BertLabelerModel, BertSettings, validation_f1
 
     tokenizer = AutoTokenizer.from_pretrained(packaged_encoder())
     model = BertLabelerModel(AutoModel.from_pretrained(packaged_encoder()))
     labels = pl.DataFrame([{"study_id": "a", "Edema": 1}, {"study_id": "b", "Edema": 0}], schema=labels_schema())
-    encoded, _ = encode(tokenizer, ["Edema.", "No edema."], 32)
+    texts, settings = ["Edema.", "No edema."], BertSettings(max_length=32, batch_size=2)
     edema = model.heads[OBSERVATIONS.index("Edema")]
     with torch.no_grad():
         for head in model.heads:  # every head answers its class 0 (blank) whatever the report
             head.weight.zero_()
             head.bias.copy_(torch.tensor([1.0] + [0.0] * (head.bias.numel() - 1)))
-        assert validation_f1(model, encoded, SelectionReference(labels, "full", "silver"), tokenizer.pad_token_id, 2) == 0.0
+        assert validation_f1(model, tokenizer, settings, texts, SelectionReference(labels, "full", "silver")) == 0.0
         edema.bias.copy_(torch.tensor([0.0, 1.0, 0.0, 0.0]))  # Edema: positive for both reports
     # only Edema has gold labels: positive F1 2/3 (support 1), negative F1 0 (support 1)
-    assert abs(validation_f1(model, encoded, SelectionReference(labels, "full", "silver"), tokenizer.pad_token_id, 2) - 1 / 3) < 1e-9
+    assert abs(validation_f1(model, tokenizer, settings, texts, SelectionReference(labels, "full", "silver")) - 1 / 3) < 1e-9
     # against positive-only labels only positive extraction is scored: Edema's positive F1 2/3
-    assert abs(validation_f1(model, encoded, SelectionReference(labels, "positive_only", "expert"), tokenizer.pad_token_id, 2) - 2 / 3) < 1e-9
+    assert abs(validation_f1(model, tokenizer, settings, texts, SelectionReference(labels, "positive_only", "expert")) - 2 / 3) < 1e-9
 
 
 def test_scores_are_the_head_logits_of_the_predicted_labels(tmp_path):
@@ -142,3 +142,41 @@ def test_the_classifier_goes_to_the_gpu_when_there_is_one_and_labels_the_same_on
     assert moved == [torch.device("cuda")] * 2
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert bert.device() == torch.device("cpu")
+
+
+def test_a_sentence_unit_classifier_labels_each_sentence_and_aggregates_them_like_mentions(tmp_path):
+    """The heads answer the same for every text here (biases only): a report-unit classifier gives
+    each report its heads' answer, No Finding included; a sentence-unit one aggregates its sentences'
+    (positive beats negative) and sets No Finding by the CheXpert rule, and a report with no sentence
+    gets nothing but No Finding. Trained on sentences, it records its unit."""
+    import json
+
+    import torch
+    from transformers import AutoModel
+
+    from cxrlabel.io.labels import write_labels
+    from cxrlabel.labelers.bert import SETTINGS_FILE, BertLabeler, BertLabelerModel, BertSettings, save_bert, train_bert_on_split
+
+    tokenizer = AutoTokenizer.from_pretrained(packaged_encoder())
+    model = BertLabelerModel(AutoModel.from_pretrained(packaged_encoder()))
+    with torch.no_grad():
+        for name, head in zip(OBSERVATIONS, model.heads):
+            head.weight.zero_()
+            wanted = {"No Finding": 1, "Edema": 1, "Pneumothorax": 2}.get(name, 0)  # class indices: positive, negative
+            head.bias.copy_(torch.nn.functional.one_hot(torch.tensor(wanted), head.bias.numel()).float())
+    texts = ["Mild edema. No pneumothorax.", ""]
+    for unit in ("report", "sentence"):
+        save_bert(model, tokenizer, str(tmp_path / unit), BertSettings(max_length=32, unit=unit))
+    by_report, by_sentence = (BertLabeler(str(tmp_path / unit), batch_size=2).label_batch(texts) for unit in ("report", "sentence"))
+    stated = lambda item: {k: v for k, v in item.labels.items() if v is not None}  # noqa: E731
+    assert stated(by_report[0]) == {"No Finding": 1, "Edema": 1, "Pneumothorax": 0}
+    assert stated(by_sentence[0]) == {"Edema": 1, "Pneumothorax": 0} and set(by_sentence[0].scores) == {"Edema", "Pneumothorax"}
+    assert stated(by_sentence[1]) == {"No Finding": 1}
+
+    reports = pl.DataFrame({"study_id": ["a", "b", "v"], "split": ["train", "train", "validate"], "text": ["Mild edema. No pneumothorax.", "Small effusion.", "Edema."]})
+    reports.write_parquet(tmp_path / "reports.parquet")
+    labels = pl.DataFrame([{"study_id": "a", "Edema": 1, "Pneumothorax": 0}, {"study_id": "b", "Pleural Effusion": 1}, {"study_id": "v", "Edema": 1}], schema=labels_schema())
+    write_labels(labels, tmp_path / "silver.parquet", "full")
+    settings = BertSettings(max_length=32, epochs=1, batch_size=2, threads=1, unit="sentence")
+    stats = train_bert_on_split(None, str(tmp_path / "reports.parquet"), str(tmp_path / "silver.parquet"), str(tmp_path / "trained"), settings)
+    assert stats["epochs_run"] == 1 and json.loads((tmp_path / "trained" / SETTINGS_FILE).read_text())["unit"] == "sentence"

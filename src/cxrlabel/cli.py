@@ -181,8 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     label.add_argument("--max-new-tokens", type=int, help="llm: tokens an answer may take (default: the model's own, "
                        "llm.inference.max_new_tokens recorded in its cxrlabel_llm.json; "
                        "an evidence-format report model needs 256-400)")
-    label.add_argument("--no-finding-model", help="llm: the learned No Finding model its pipeline trained (models/no_finding, with expert.no_finding: "
-                       "learned); default: none, No Finding by the CheXpert rule")
+    label.add_argument("--no-finding-model", help="bert, llm: the learned No Finding model their pipeline trained (models/no_finding, with "
+                       "expert.no_finding: learned); default: none, No Finding as the labeler gives it")
     review = commands.add_parser("review", help="serve the page on which radiologists judge pairs of label outputs")
     review.add_argument("--pairs", type=Path, required=True, help="the review set (review/pairs.csv of the review_set rule)")
     review.add_argument("--judgements", type=Path, required=True, help="CSV the judgements are appended to (rlhf.human_judgements)")
@@ -198,8 +198,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.max_new_tokens is not None and (args.labeler != "llm" or args.max_new_tokens < 1):
             raise ValueError(f"--max-new-tokens {args.max_new_tokens}: a positive number, for --labeler llm only")
-        if args.no_finding_model and args.labeler != "llm":
-            raise ValueError("--no-finding-model: for --labeler llm only (the BERT classifier learns No Finding itself)")
+        if args.no_finding_model and args.labeler == "rule":
+            raise ValueError("--no-finding-model: for the trained labelers (bert, llm) only")
         text_columns = args.text_columns.split(",") if args.text_columns else None
         batch_size = args.batch_size or DEFAULT_BATCH_SIZES[args.labeler]
         count = label_csv(args.input, args.output, args.labeler, args.model, text_columns, batch_size, args.format,

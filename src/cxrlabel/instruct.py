@@ -261,18 +261,11 @@ def sentence_instruction_table(reports: pl.DataFrame, labels: pl.DataFrame, prom
     clear.") recur here as often as in the reports: trained on distinct sentences only, the model
     agreed less with the rule labeler (validate: 0.80 against 0.91 of sentences exactly right,
     docs/benchmarks.md)."""
-    from cxrlabel.labelers.rule import RuleLabeler
-    from cxrlabel.training.targets import sentence_targets
+    from cxrlabel.training.targets import sentence_training_rows
 
-    rule = RuleLabeler()
-    quoting = rule if prompt.format == "evidence" else None  # the rule labeler quotes its own labels
-    by_id = {row["study_id"]: row for row in labels.iter_rows(named=True)}
-    rows, unplaced = [], Counter()
-    for study_id, text in zip(reports["study_id"], reports["text"]):
-        sentences = split_sentences(text)
-        relabeled, missing = sentence_targets([rule.sentence_labels(sentence) for sentence in sentences], by_id[study_id])
-        unplaced.update(missing)
-        rows += [{"study_id": study_id, "prompt": prompt.build(s), "completion": completion_of(s, sentence_labels, prompt, quoting)} for s, sentence_labels in zip(sentences, relabeled)]
+    quoting = quoting_rule(prompt)  # the rule labeler quotes its own labels
+    sentences, unplaced = sentence_training_rows(reports, labels)
+    rows = [{"study_id": study_id, "prompt": prompt.build(s), "completion": completion_of(s, sentence_labels, prompt, quoting)} for study_id, s, sentence_labels in sentences]
     if unplaced:
         log.info("training labels that no sentence mentions, so none teaches them: %s", dict(sorted(unplaced.items())))
     return pl.DataFrame(rows, schema=INSTRUCTION_SCHEMA)

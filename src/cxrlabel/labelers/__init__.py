@@ -92,6 +92,19 @@ def label_batch(labeler: Labeler, texts: Sequence[str], evidence: bool = False) 
     return labeler.label_batch(texts)
 
 
+def combine_scores(labels: Labels, units: Sequence[tuple[Labels, ScoreMap]]) -> ScoreMap:
+    """A report's scores from its units': per non-blank label, those of the first unit that gave the
+    report's class (the unit that decided it; the rule labeler's evidence is likewise the first
+    mention of the final class). A label no unit wrote (a sentence-unit No Finding) has none."""
+    found: dict[str, dict[int | None, float]] = {}
+    for name, code in labels.items():
+        if code is not None:
+            decided = next((scores[name] for unit_labels, scores in units if unit_labels.get(name) == code and name in scores), None)
+            if decided is not None:
+                found[name] = dict(decided)
+    return found
+
+
 def make_labeler(kind: str, model: str | None = None, **options) -> Labeler:
     """The labeler of ``kind`` (``rule``, ``bert`` or ``llm``), loaded from ``model`` where it has one."""
     if kind == "rule":

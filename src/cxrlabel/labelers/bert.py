@@ -26,8 +26,10 @@ from tqdm import tqdm
 from transformers import AutoModel, AutoTokenizer
 
 from cxrlabel.io.labels import labels_schema, read_labels
-from cxrlabel.labelers import Labeled
-from cxrlabel.observations import NO_FINDING, OBSERVATIONS
+from cxrlabel.labelers import Labeled, combine_scores
+from cxrlabel.labelers.no_finding import apply_no_finding_model, load_no_finding
+from cxrlabel.observations import NO_FINDING, OBSERVATIONS, aggregate_mentions
+from cxrlabel.text import split_sentences
 
 if TYPE_CHECKING:
     from cxrlabel.training.selection import SelectionReference
@@ -55,10 +57,13 @@ def to_class(code: int | None) -> int:
 
 @dataclass(frozen=True)
 class BertSettings:
-    """Training settings; saved beside the model so that prediction uses the same truncation.
+    """Training settings; saved beside the model so that prediction uses the same truncation and unit.
 
-    Training runs at most ``epochs`` epochs and keeps the epoch whose validate-split F1 (against
-    the silver labels) is best; it stops once ``patience`` epochs in a row have not improved it.
+    Training runs at most ``epochs`` epochs and keeps the epoch whose validate-split score
+    (:mod:`cxrlabel.training.selection`) is best; it stops once ``patience`` epochs in a row have
+    not improved it. ``unit``: what the classifier reads, the whole report (CheXbert) or one
+    sentence at a time, its labels aggregated as the CheXpert labeler aggregates mentions (as
+    the sentence-unit LLM labeler does; No Finding by the CheXpert rule).
     """
 
     max_length: int = 512
@@ -69,6 +74,7 @@ class BertSettings:
     head_learning_rate: float = 2e-3  # the freshly initialised heads learn faster
     seed: int = 0
     threads: int = 2
+    unit: str = "report"
 
 
 class BertLabelerModel(nn.Module):
@@ -121,9 +127,9 @@ def train_bert(encoder_path: str, train: tuple[list[str], pl.DataFrame], validat
     weights = class_weights(targets)
     losses = [nn.CrossEntropyLoss(weight=w.to(on)) for w in weights]
     encoded, cut = encode(tokenizer, texts, settings.max_length)
-    validate_encoded, _ = encode(tokenizer, validate[0], settings.max_length)
     truncated = sum(cut)
-    log.info("training on %d reports, validating on %d; %d (%.1f%%) truncated at %d tokens", len(texts), len(validate_encoded), truncated, 100 * truncated / max(1, len(texts)), settings.max_length)
+    log.info("training on %d %ss, validating on %d reports; %d (%.1f%%) truncated at %d tokens",
+             len(texts), settings.unit, len(validate[0]), truncated, 100 * truncated / max(1, len(texts)), settings.max_length)
     optimizer = torch.optim.AdamW(
         [
             {"params": model.encoder.parameters(), "lr": settings.learning_rate},
@@ -153,7 +159,7 @@ def train_bert(encoder_path: str, train: tuple[list[str], pl.DataFrame], validat
                 running = loss.item() if math.isnan(running) else 0.9 * running + 0.1 * loss.item()
                 progress.update(1)
                 progress.set_postfix(epoch=epoch + 1, loss=f"{running:.3f}")
-            history.append(validation_f1(model, validate_encoded, validate[1], tokenizer.pad_token_id, settings.batch_size))
+            history.append(validation_f1(model, tokenizer, settings, validate[0], validate[1]))
             log.info("epoch %d: training loss %.3f, validate F1 %.4f", epoch + 1, running, history[-1])
             if history[-1] >= max(history):
                 best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -203,14 +209,36 @@ def head_scores(logits: list[np.ndarray], i: int, classes: Sequence[int]) -> dic
     }
 
 
-def validation_f1(model: BertLabelerModel, encoded: list[list[int]], reference: SelectionReference, pad_id: int, batch_size: int) -> float:
+def label_reports(model: BertLabelerModel, tokenizer, settings: BertSettings, texts: Sequence[str], batch_size: int) -> list[Labeled]:
+    """Each report's labels (each head's argmax) and scores (per non-blank label its head's logits
+    of every class, blank included, keyed by label code), and whether it was cut. A sentence-unit
+    classifier labels each distinct sentence once and aggregates a report's sentences like the
+    CheXpert labeler's mentions (positive > uncertain > negative; No Finding by its rule); a
+    label's scores are then those of the first sentence of its class."""
+    units = [[text] if settings.unit == "report" else split_sentences(text) for text in texts]
+    distinct = list(dict.fromkeys(unit for report in units for unit in report))
+    encoded, cut = encode(tokenizer, distinct, settings.max_length)
+    logits = predict_logits(model, encoded, tokenizer.pad_token_id, batch_size)
+    classes = classes_of(logits, len(encoded)).tolist()
+    index = {unit: i for i, unit in enumerate(distinct)}
+    labels = [{name: CLASS_CODES[c] for name, c in zip(OBSERVATIONS, row)} for row in classes]
+    scores = [head_scores(logits, i, row) for i, row in enumerate(classes)]
+    results = []
+    for report in units:
+        at = [index[unit] for unit in report]
+        if settings.unit == "report":
+            results.append(Labeled(labels[at[0]], truncated=cut[at[0]], scores=scores[at[0]]))
+            continue
+        combined = aggregate_mentions(labels[i] for i in at)
+        results.append(Labeled(combined, truncated=any(cut[i] for i in at), scores=combine_scores(combined, [(labels[i], scores[i]) for i in at])))
+    return results
+
+
+def validation_f1(model: BertLabelerModel, tokenizer, settings: BertSettings, texts: Sequence[str], reference: SelectionReference) -> float:
     """The selection metric (:meth:`SelectionReference.score`) of the model's labels of the
-    encoded reports, in the order of ``reference.labels``."""
-    classes = predict_classes(model, encoded, pad_id, batch_size)
-    predicted = pl.DataFrame(
-        [{"study_id": s, **{name: CLASS_CODES[c] for name, c in zip(OBSERVATIONS, row)}} for s, row in zip(reference.labels["study_id"], classes.tolist())],
-        schema=labels_schema(), orient="row",
-    )
+    reports ``texts``, in the order of ``reference.labels``."""
+    labeled = label_reports(model, tokenizer, settings, texts, settings.batch_size)
+    predicted = pl.DataFrame([{"study_id": s, **item.labels} for s, item in zip(reference.labels["study_id"], labeled)], schema=labels_schema(), orient="row")
     return reference.score(predicted)
 
 
@@ -229,7 +257,8 @@ class BertLabeler:
     name = "bert"
     provides_scores = True
 
-    def __init__(self, model_dir: str, batch_size: int = 32, threads: int | None = None) -> None:
+    def __init__(self, model_dir: str, batch_size: int = 32, threads: int | None = None, no_finding: str | None = None) -> None:
+        """``no_finding``: the folder of a learned No Finding model (:mod:`cxrlabel.labelers.no_finding`)."""
         path = Path(model_dir)
         if not (path / HEADS_FILE).is_file():
             raise FileNotFoundError(f"{model_dir}: not a cxrlabel BERT labeler (no {HEADS_FILE}); train one with the bert_train rule")
@@ -242,17 +271,13 @@ class BertLabeler:
         self.model = self.model.to(device())
         self.model.eval()
         self.batch_size = batch_size
+        self.no_finding = load_no_finding(no_finding, threads)
 
     def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
-        """Labels of ``texts`` (each head's argmax) and their scores: per non-blank label the head's
-        logits of its classes (blank included), keyed by label code."""
-        encoded, cut = encode(self.tokenizer, list(texts), self.settings.max_length)
-        logits = predict_logits(self.model, encoded, self.tokenizer.pad_token_id, self.batch_size)
-        classes = classes_of(logits, len(encoded)).tolist()
-        return [
-            Labeled({name: CLASS_CODES[c] for name, c in zip(OBSERVATIONS, row)}, truncated=truncated, scores=head_scores(logits, i, row))
-            for i, (row, truncated) in enumerate(zip(classes, cut))
-        ]
+        """Labels of ``texts`` and their scores (:func:`label_reports`); with a learned No Finding
+        model, No Finding only where it also finds the report normal."""
+        labeled = label_reports(self.model, self.tokenizer, self.settings, list(texts), self.batch_size)
+        return apply_no_finding_model(self.no_finding, texts, labeled)
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], list[bool]]:
@@ -312,4 +337,11 @@ def train_bert_on_split(encoder_path: str | None, reports_path: str, labels_path
     reports = pl.read_parquet(reports_path)
     train = reports.filter(pl.col("split") == "train").join(labels, on="study_id", how="inner", maintain_order="left")
     validate = reference.labels.select("study_id").join(reports, on="study_id", how="left", maintain_order="left")
-    return train_bert(encoder_path, (train["text"].to_list(), train), (validate["text"].to_list(), reference), out_dir, settings)
+    texts = train["text"].to_list()
+    if settings.unit == "sentence":  # every sentence with the labels it gives its report (as the sentence-unit LLM learns)
+        from cxrlabel.training.targets import sentence_training_rows
+
+        rows, _ = sentence_training_rows(train.select("study_id", "text"), labels)
+        texts = [sentence for _, sentence, _ in rows]
+        train = pl.DataFrame([{"study_id": s, **sentence_labels} for s, _, sentence_labels in rows], schema=labels_schema(), orient="row")
+    return train_bert(encoder_path, (texts, train), (validate["text"].to_list(), reference), out_dir, settings)

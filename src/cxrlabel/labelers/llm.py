@@ -39,18 +39,15 @@ import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreTrainedModel, PreTrainedTokenizerBase
 
 from cxrlabel.instruct import WORD_TO_CODE, CompletionFormat, Parsed, PromptSettings, parse_completion, quote_text, serialize_labels, units_of
-from cxrlabel.labelers import Evidence, EvidenceMap, Labeled, Labels, ScoreMap
-from cxrlabel.observations import NO_FINDING, OBSERVATIONS, aggregate_mentions
+from cxrlabel.labelers import Evidence, EvidenceMap, Labeled, Labels, ScoreMap, combine_scores
+from cxrlabel.labelers.no_finding import NoFindingModel, apply_no_finding_model, load_no_finding
+from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
 from cxrlabel.text import sentence_spans
-
-if TYPE_CHECKING:
-    from cxrlabel.labelers.no_finding import NoFindingModel
 
 log = logging.getLogger(__name__)
 
@@ -228,10 +225,7 @@ class LLMLabeler:
         model = AutoModelForCausalLM.from_pretrained(model_dir).to("cuda" if torch.cuda.is_available() else "cpu")
         model.eval()
         self._use(model, AutoTokenizer.from_pretrained(model_dir, padding_side="left"), prompt, name, batch_size, max_new_tokens, copy_quotes)
-        if no_finding:
-            from cxrlabel.labelers.no_finding import NoFindingModel
-
-            self.no_finding = NoFindingModel.load(no_finding, threads)
+        self.no_finding = load_no_finding(no_finding, threads)
 
     @classmethod
     def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str = "llm", batch_size: int = 256, max_new_tokens: int | None = None) -> LLMLabeler:
@@ -480,27 +474,11 @@ class LLMLabeler:
         parsed = dict(zip(distinct, (self.parse(output) for output in self.decode_texts(completions))))
         scored = {unit: self.scores(completion, parsed[unit].labels) for unit, completion in zip(distinct, completions)}
         cut = dict(zip(distinct, truncated))
-        normal = self.no_finding.normal(texts) if self.no_finding else [True] * len(texts)
         results = []
-        for text, report, is_normal in zip(texts, units, normal):
+        for text, report in zip(texts, units):
             errors = any(parsed[unit].error is not None for unit in report)
             labels = self.combine([parsed[unit] for unit in report])
-            if not is_normal:
-                labels = labels | {NO_FINDING: None}
             scores = combine_scores(labels, [(parsed[unit].labels, scored[unit]) for unit in report])
             found, misses = self.evidence(text, labels, [parsed[unit] for unit in report]) if evidence and self.provides_evidence else (None, 0)
             results.append(Labeled(labels, format_error=errors, fallback_used=errors, truncated=any(cut[unit] for unit in report), evidence=found, scores=scores, evidence_miss=misses))
-        return results
-
-
-def combine_scores(labels: Labels, units: Sequence[tuple[Labels, ScoreMap]]) -> ScoreMap:
-    """A report's scores from its units': per non-blank label, those of the first unit that gave the
-    report's class (the unit that decided it; the rule labeler's evidence is likewise the first
-    mention of the final class). A label no unit wrote (a sentence-unit No Finding) has none."""
-    found: dict[str, dict[int | None, float]] = {}
-    for name, code in labels.items():
-        if code is not None:
-            decided = next((scores[name] for unit_labels, scores in units if unit_labels.get(name) == code and name in scores), None)
-            if decided is not None:
-                found[name] = dict(decided)
-    return found
+        return apply_no_finding_model(self.no_finding, texts, results)

@@ -21,7 +21,7 @@ import json
 import logging
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from cxrlabel.embedding import Embedder
 from cxrlabel.io.labels import read_labels
+from cxrlabel.labelers import Labeled
 from cxrlabel.observations import NO_FINDING
 from cxrlabel.text import split_sentences
 
@@ -98,6 +99,22 @@ class NoFindingModel:
 
     def normal(self, texts: Sequence[str]) -> list[bool]:
         return (self.abnormality(texts) <= 0).tolist()
+
+
+def load_no_finding(model_dir: str | None, threads: int | None = None) -> NoFindingModel | None:
+    """A labeler's learned No Finding model, or None where it has none."""
+    return NoFindingModel.load(model_dir, threads) if model_dir else None
+
+
+def apply_no_finding_model(model: NoFindingModel | None, texts: Sequence[str], labeled: list[Labeled]) -> list[Labeled]:
+    """A labeler's labels of ``texts`` with No Finding kept only where ``model`` (if any) finds the
+    report normal too; a cleared No Finding loses its scores."""
+    if model is None:
+        return labeled
+    return [
+        item if normal else replace(item, labels=item.labels | {NO_FINDING: None}, scores={k: v for k, v in (item.scores or {}).items() if k != NO_FINDING})
+        for item, normal in zip(labeled, model.normal(texts))
+    ]
 
 
 def train_no_finding(texts: Sequence[str], normal: Sequence[bool], out_dir: str, settings: NoFindingSettings,

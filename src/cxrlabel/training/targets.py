@@ -199,3 +199,25 @@ def write_targets(silver_path: str, gold_path: str, reports_path: str, extra_pat
     Path(summary_path).write_text(json.dumps(summary, indent=2) + "\n")
     changed = sum(sum(moves.values()) for moves in corrections.moves.values())
     log.info("targets: %d training reports with expert labels; %d labels changed (%s)", expert_ids.height, changed, summary_path)
+
+
+def sentence_training_rows(reports: pl.DataFrame, labels: pl.DataFrame) -> tuple[list[tuple[str, str, Labels]], Counter]:
+    """Every sentence of every report (``study_id``, ``text``), in order, with its training labels:
+    the rule labeler's labels of its mentions, relabeled so that a report's sentences aggregate to
+    its ``labels`` (:func:`sentence_targets`); and per observation the count of labels no sentence
+    could carry. The sentence-unit instructions and the sentence-unit BERT classifier learn from
+    these rows."""
+    from cxrlabel.labelers.rule import RuleLabeler
+    from cxrlabel.text import split_sentences
+
+    rule = RuleLabeler()
+    by_id = {row["study_id"]: row for row in labels.iter_rows(named=True)}
+    rows: list[tuple[str, str, Labels]] = []
+    unplaced: Counter = Counter()
+    for study_id, text in zip(reports["study_id"], reports["text"]):
+        sentences = split_sentences(text)
+        relabeled, missing = sentence_targets([rule.sentence_labels(sentence) for sentence in sentences], by_id[study_id])
+        unplaced.update(missing)
+        rows += [(study_id, sentence, sentence_labels) for sentence, sentence_labels in zip(sentences, relabeled)]
+    return rows, unplaced
+

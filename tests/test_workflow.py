@@ -263,6 +263,8 @@ def test_expert_labels_train_two_stages_and_the_no_finding_model(pipeline, tmp_p
     for model in ("sft_silver", "sft", "bert_silver", "bert", "no_finding"):
         assert (results / f"models/{model}").is_dir(), model
     assert "starting from the trained labeler" in (results / "logs/bert.log").read_text()
+    for log in ("predict_sft", "predict_bert"):
+        assert f"also normal by the learned model in {results / 'models/no_finding'}" in (results / f"logs/{log}.log").read_text(), log
     assert "no finding" in (results / "logs/no_finding_model.log").read_text()
     leaky = expert.vstack(silver.join(reports.filter(pl.col("split") == "test").head(1).select("study_id"), on="study_id", how="semi"))
     write_chexpert_csv(leaky, run / "radiologist.csv")

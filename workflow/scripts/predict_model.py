@@ -4,7 +4,7 @@ from cxrlabel.runlog import logged
 
 with logged(snakemake.log[0]):
     kind, options, chunk_size = prediction_settings(snakemake.config, snakemake.params.labeler)
-    if "no_finding" in snakemake.input:  # an LLM labeler's learned No Finding (expert.no_finding)
+    if snakemake.input.get("no_finding"):  # the learned No Finding (expert.no_finding)
         options |= {"no_finding": snakemake.input.no_finding}
     job = {"kind": kind, "model": snakemake.input.model, "reports": snakemake.input.reports, "out": snakemake.output[0]}
     job |= {"split": snakemake.params.split, "options": options, "threads": snakemake.threads, "chunk_size": chunk_size}

@@ -6,7 +6,7 @@ from cxrlabel.runlog import logged
 
 with logged(snakemake.log[0]):
     kind, options, chunk_size = prediction_settings(snakemake.config, snakemake.wildcards.labeler)
-    if "no_finding" in snakemake.input:  # an LLM labeler's learned No Finding (expert.no_finding)
+    if snakemake.input.get("no_finding"):  # the learned No Finding (expert.no_finding)
         options |= {"no_finding": snakemake.input.no_finding}
     labeler = make_labeler(kind, snakemake.input.get("model"), **options, threads=snakemake.threads)
     perturbed = pl.read_parquet(snakemake.input.reports, columns=["study_id", "perturbation", "text", "changed"])

@@ -103,7 +103,10 @@ class NoFindingModel:
 
 def load_no_finding(model_dir: str | None, threads: int | None = None) -> NoFindingModel | None:
     """A labeler's learned No Finding model, or None where it has none."""
-    return NoFindingModel.load(model_dir, threads) if model_dir else None
+    if not model_dir:
+        return None
+    log.info("No Finding: also normal by the learned model in %s", model_dir)
+    return NoFindingModel.load(model_dir, threads)
 
 
 def apply_no_finding_model(model: NoFindingModel | None, texts: Sequence[str], labeled: list[Labeled]) -> list[Labeled]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -65,11 +66,12 @@ def test_model_labelers_need_their_folder(tmp_path, labeler, capsys):
     assert "not a cxrlabel" in capsys.readouterr().err
 
 
-def test_rule_logs_keep_what_libraries_print(tmp_path):
+@pytest.mark.parametrize("ci", [None, "true"])
+def test_rule_logs_keep_what_libraries_print(tmp_path, ci):
     """A one-process rule job (a fresh interpreter, its stderr the real one): its log gets what
-    libraries write to stderr, transformers' logger (which does not propagate, its handler made at
-    import, before the block), warnings and tqdm bars, as well as log records and stdout; the
-    terminal still gets them."""
+    libraries write to stderr, transformers' logger (its handler made at import, before the block;
+    where ``CI`` is set it also propagates to the root), warnings and tqdm bars, as well as log
+    records and stdout, each once; the terminal still gets them."""
     code = f"""
 import sys, warnings
 from tqdm import tqdm
@@ -85,13 +87,15 @@ with logged({str(tmp_path / "rule.log")!r}) as log:
     for _ in tqdm(range(3), desc="tokenizing"):
         pass
 """
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    environment = {key: value for key, value in os.environ.items() if key != "CI"} | ({"CI": ci} if ci else {})
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=environment)
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "rule.log").read_text()
     printed = ["labeled 3 reports", "transformers speaking", "UserWarning: a deprecated option", "tokenizing: 100%|"]
     assert "{'loss': 0.25}" in text and all(line in text for line in printed), text
     assert "{'loss': 0.25}" in done.stdout and all(line in done.stderr for line in printed), done.stderr
     assert text.count("labeled 3 reports") == 1 and text.count("transformers speaking") == 1
+    assert done.stderr.count("labeled 3 reports") == 1 and done.stderr.count("transformers speaking") == 1
 
 
 def heavy_modules_imported(args: list[str]) -> str:

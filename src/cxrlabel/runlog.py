@@ -71,6 +71,20 @@ def _stderr_copied(log_path: str | Path) -> Iterator[TextIO]:
             pump.join(timeout=10)  # a child still holding the pipe must not hang the job
 
 
+def _not_printed_by_its_library(record: logging.LogRecord) -> bool:
+    """False for a record that a handler of its own library's logger has printed already: that
+    handler writes to the stderr the log copies (transformers propagates its records too, to the
+    root, where the environment sets ``CI``), so the record must not be written twice."""
+    logger: logging.Logger | None = logging.getLogger(record.name)
+    while logger is not None and logger is not logging.getLogger():
+        if logger.handlers:
+            return False
+        if not logger.propagate:
+            break
+        logger = logger.parent
+    return True
+
+
 @contextlib.contextmanager
 def logged(path: str | Path, level: int = logging.INFO) -> Iterator[logging.Logger]:
     """Send log records, and what libraries print (trainer metrics, their loggers, warnings,
@@ -86,6 +100,8 @@ def logged(path: str | Path, level: int = logging.INFO) -> Iterator[logging.Logg
         contextlib.redirect_stdout(_Tee(sys.stdout, log_file)),
     ):
         handlers: list[logging.Handler] = [logging.StreamHandler(log_file), logging.StreamHandler(terminal)]
+        for handler in handlers:
+            handler.addFilter(_not_printed_by_its_library)
         logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", handlers=handlers, force=True)
         logger = logging.getLogger("cxrlabel")
         try:

@@ -298,8 +298,8 @@ def test_radiologists_judge_in_a_browser_and_the_reward_model_learns_from_their_
     two_candidates = {"rlhf": {"candidates": 2}}  # half the sampling of the default's 4: a pair per report at most
     snakemake("--cores", "2", "--rerun-triggers", "mtime", "--configfile", overlay(run, two_candidates, smoke=True), "--", str(pairs_csv))
     # the review set depends on the sampling settings only, not on the judge's or its judgements file
-    not_sampling = {"rlhf": {"judge": "human", "human_judgements": str(tmp_path / "not-yet.csv")}}
-    assert planned_jobs(overlay(run, two_candidates | not_sampling, smoke=True), targets=(str(pairs_csv),)) == set()
+    not_sampling = {"rlhf": two_candidates["rlhf"] | {"judge": "human", "human_judgements": str(tmp_path / "not-yet.csv")}}
+    assert planned_jobs(overlay(run, not_sampling, smoke=True), targets=(str(pairs_csv),)) == set()
     pairs = pl.read_csv(pairs_csv, infer_schema=False)
     assert pairs.height > 20 and pairs.columns == ["pair_id", "study_id", "text", "output_a", "output_b"]
 

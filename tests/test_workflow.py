@@ -115,6 +115,7 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
     RL with the learned and the verifiable reward) on the demo corpus, with tiny training budgets
     and jobs of 2 processes: every stage runs and the models, logs and tables say what they are."""
     budget = {
+        "demo": {"n_studies": 200},  # half the miniature's: 150 train, 20 validate, 30 test studies
         "instruct": {"unit": "sentence", "labels": "rule", "perturbed_copies": ["deid_xxxx", "negation_removed"]},
         "llm": {"tiny": {"pretrain_epochs": 0.2}, "sft": {"max_steps": 40, "per_device_train_batch_size": 16}, "inference": {"max_new_tokens": 32}},
         # the demo's expert labels cover validate and test: the verifiable reward needs them
@@ -275,12 +276,13 @@ def test_expert_labels_train_two_stages_and_the_no_finding_model(pipeline, tmp_p
 
 def test_same_config_same_predictions(pipeline):
     """Deterministic: rerunning a labeler with the same config gives the same predictions."""
-    for name in ("sft", "bert"):
-        path = pipeline["results"] / f"predictions/{name}.parquet"
-        before = pl.read_parquet(path)
+    paths = {name: pipeline["results"] / f"predictions/{name}.parquet" for name in ("sft", "bert")}
+    before = {name: pl.read_parquet(path) for name, path in paths.items()}
+    for path in paths.values():
         shutil.move(path, path.with_suffix(".previous"))
-        snakemake("--cores", "2", "--configfile", pipeline["config"], "--", str(path))
-        assert pl.read_parquet(path).equals(before), name
+    snakemake("--cores", "2", "--configfile", pipeline["config"], "--", *map(str, paths.values()))  # side by side
+    for name, path in paths.items():
+        assert pl.read_parquet(path).equals(before[name]), name
 
 
 def test_radiologists_judge_in_a_browser_and_the_reward_model_learns_from_their_judgements(pipeline, tmp_path):

@@ -10,8 +10,12 @@ def results(path):
 
 
 def resources_of(rule_name):
-    """The configured cluster resources of a rule: its own entry over the defaults."""
-    return config["resources"]["default"] | config["resources"].get(rule_name, {})
+    """The configured cluster resources of a rule: its own entry over the defaults, its threads
+    at most resources.max_threads where that is set."""
+    resources = config["resources"]
+    own = resources["default"] | resources.get(rule_name, {})
+    cap = resources.get("max_threads")
+    return own | {"threads": min(own["threads"], cap)} if cap else own
 
 
 def logs(rule_name):

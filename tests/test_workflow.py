@@ -48,6 +48,19 @@ def test_snakefmt_is_quiet():
     assert result.returncode == 0, result.stderr
 
 
+def test_max_threads_caps_every_rule(tmp_path):
+    """config/smoke.yaml's resources.max_threads: 1 plans every job with one thread; the embedded
+    default gives its model rules two."""
+    def threads_by_rule(*configfiles: str) -> dict[str, set[int]]:
+        output = snakemake("-n", "--cores", "2", "--configfile", *configfiles, "--config", f"results={tmp_path}").stdout
+        jobs = re.findall(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n)*)", output, re.MULTILINE)
+        # a job of one thread has no threads line
+        return {name: {int(n) for n in re.findall(r"^\s+threads: (\d+)$", block, re.MULTILINE)} or {1} for name, block in jobs}
+    default, smoke = threads_by_rule("config/config.yaml"), threads_by_rule("config/config.yaml", "config/smoke.yaml")
+    assert default["sft"] == {2} and default["bert_train"] == {2}
+    assert set(smoke) == set(default) and all(threads == {1} for threads in smoke.values()), smoke
+
+
 @pytest.mark.parametrize("configfile", ["config/config.yaml", "config/openi.yaml", "config/mimic.yaml"])
 def test_every_config_validates_and_plans_every_stage(configfile, tmp_path):
     result = snakemake("-n", "--configfile", configfile, "--config", f"results={tmp_path}", check=False)

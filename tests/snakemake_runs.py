@@ -4,6 +4,7 @@ own directory."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from pathlib import Path
 
@@ -20,6 +21,12 @@ def snakemake(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 #: config/smoke.yaml: the embedded default in miniature, for the tests that check mechanics
 SMOKE = yaml.safe_load((ROOT / "config/smoke.yaml").read_text())
+
+
+def job_blocks(log: str) -> list[tuple[str, str]]:
+    """(rule, its indented block) of every job a Snakemake log or dry run lists (``rule X:`` or
+    ``localrule X:``, then the job's ``input:``, ``wildcards:``, ``threads:`` ... lines)."""
+    return re.findall(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n)*)", log, re.MULTILINE)
 
 
 def overlay(directory: Path, extra: dict | None = None, smoke: bool = False) -> str:

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from conftest import ROOT
 from review_browser import ReviewServer, chromium, free_port, require_browser
-from snakemake_runs import SMOKE, overlay, snakemake
+from snakemake_runs import SMOKE, job_blocks, overlay, snakemake
 
 from cxrlabel.instruct import PERTURBED_PREFIX
 
@@ -25,7 +25,7 @@ TRAINING_RULES = {"bert_train", "base_model", "sft", "preferences", "reward_mode
 def planned_jobs(*configfiles: str, targets: tuple[str, ...] = ()) -> set[str]:
     """The rules a dry run would execute (for ``targets``, by default rule all's)."""
     output = snakemake("-n", "--configfile", *configfiles, *(("--", *targets) if targets else ())).stdout
-    return set(re.findall(r"^(?:local)?rule (\w+):", output, re.MULTILINE)) - {"all"}
+    return {name for name, _ in job_blocks(output)} - {"all"}
 
 
 @pytest.fixture(scope="module")
@@ -53,9 +53,8 @@ def test_max_threads_caps_every_rule(tmp_path):
     default gives its model rules two."""
     def threads_by_rule(*configfiles: str) -> dict[str, set[int]]:
         output = snakemake("-n", "--cores", "2", "--configfile", *configfiles, "--config", f"results={tmp_path}").stdout
-        jobs = re.findall(r"^(?:local)?rule (\w+):\n((?:[ \t]+.*\n)*)", output, re.MULTILINE)
         # a job of one thread has no threads line
-        return {name: {int(n) for n in re.findall(r"^\s+threads: (\d+)$", block, re.MULTILINE)} or {1} for name, block in jobs}
+        return {name: {int(n) for n in re.findall(r"^\s+threads: (\d+)$", block, re.MULTILINE)} or {1} for name, block in job_blocks(output)}
     default, smoke = threads_by_rule("config/config.yaml"), threads_by_rule("config/config.yaml", "config/smoke.yaml")
     assert default["sft"] == {2} and default["bert_train"] == {2}
     assert set(smoke) == set(default) and all(threads == {1} for threads in smoke.values()), smoke

@@ -26,7 +26,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 from conftest import ROOT
-from snakemake_runs import overlay
+from snakemake_runs import job_blocks, overlay
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -88,8 +88,7 @@ def rule_name(job: str) -> str:
 def executed_rules(log: Path) -> set[str]:
     """The jobs a run executed: a rule's name, with its wildcards where it has some (one rule,
     e.g. predict_perturbed, may finish for one labeler in the first run and for another in the rerun)."""
-    jobs = re.findall(r"^rule (\w+):\n((?:[ \t]+.*\n)*)", log.read_text(), re.MULTILINE)
-    return {name + "".join(f"[{w}]" for w in re.findall(r"^\s+wildcards: (.*)$", block, re.MULTILINE)) for name, block in jobs}
+    return {name + "".join(f"[{w}]" for w in re.findall(r"^\s+wildcards: (.*)$", block, re.MULTILINE)) for name, block in job_blocks(log.read_text())}
 
 
 @pytest.fixture(scope="module")

@@ -120,3 +120,43 @@ def test_report_labels_are_the_sentence_labels_aggregated_like_chexpert(openi_cs
     assert aggregate_mentions([{"Edema": 0}, {"Edema": -1}, {"Edema": 0, "Pneumothorax": 0}]) == {name: None for name in OBSERVATIONS} | {"Edema": -1, "Pneumothorax": 0}
     assert aggregate_mentions([{"Edema": 0}, {"Edema": 1}, {"Edema": -1}])["Edema"] == 1
     assert aggregate_mentions([{"Support Devices": 1}])["No Finding"] == 1 and aggregate_mentions([])["No Finding"] == 1
+
+
+# One sentence with every construction whose cost could grow with the sentence: attributes looked
+# for up to the clause end, uncertainty scopes that reach to it, two-way cues, negations either way.
+LONG_CLAUSE = "the heart size is normal, possible left effusion, atelectasis versus pneumonia, pneumothorax not seen and no edema or consolidation "
+
+
+def long_sentence(n_chars: int) -> str:
+    """An export without periods: one sentence of ``n_chars`` characters."""
+    return (LONG_CLAUSE * (n_chars // len(LONG_CLAUSE) + 1))[:n_chars]
+
+
+def test_labeling_time_is_linear_in_sentence_length():
+    """16 times the sentence takes about 16 times as long (a quadratic labeler: 100-250 times)."""
+    import time
+
+    texts = {"small": long_sentence(4_000), "large": long_sentence(64_000)}
+    best = dict.fromkeys(texts, float("inf"))
+    for _ in range(3):
+        for size, text in texts.items():  # interleaved, and CPU time: a loaded machine slows both alike
+            start = time.process_time()
+            LABELER.label_batch([text], evidence=True)
+            best[size] = min(best[size], time.process_time() - start)
+    assert best["large"] < 5, f"64,000 characters took {best['large']:.2f} s"
+    assert best["large"] < 4 * 16 * best["small"], f"{best['large'] / best['small']:.0f} times as long for 16 times the sentence"
+
+
+def test_the_cue_index_of_long_sentences_decides_as_testing_every_cue(openi_csv, monkeypatch):
+    """Sentences with many cues look up those that reach a mention; with every sentence indexed,
+    labels and evidence are those of testing every cue against every mention."""
+    from cxrlabel.labelers import rule
+
+    texts = pl.read_csv(openi_csv, infer_schema=False).select(pl.concat_str("findings", "impression", separator=" ", ignore_nulls=True))["findings"]
+    texts = [*texts.head(300), long_sentence(3_000), *(text.replace(".", "") for text in texts.head(100))]
+
+    def labeled(few: int) -> list[tuple]:
+        monkeypatch.setattr(rule._Scopes, "few", few)
+        return [(item.labels, {name: e and e.to_json() for name, e in item.evidence.items()}) for item in RuleLabeler().label_batch(texts, evidence=True)]
+
+    assert labeled(0) == labeled(10**9)

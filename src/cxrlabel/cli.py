@@ -5,18 +5,22 @@ label outputs."""
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import logging
+import math
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 from tqdm import tqdm
 
 from cxrlabel.io.records import BadInputError
+from cxrlabel.io.report_csv import OnBadRow, ReportRows, is_standard_stream, written_whole
 from cxrlabel.labelers import Labeled, label_batch, make_labeler, supports_evidence
 from cxrlabel.observations import CSV_SPELLING, OBSERVATIONS
 
@@ -28,10 +32,9 @@ DEFAULT_BATCH_SIZES = {"rule": 1024, "bert": 64, "llm": 1024}
 log = logging.getLogger(__name__)
 
 
-def report_texts(batch: pa.RecordBatch, text_columns: list[str]) -> list[str]:
+def report_texts(rows: list[list[str]], text_positions: list[int]) -> list[str]:
     """The text a labeler reads: the given columns joined with a space."""
-    columns = [batch.column(name) for name in text_columns]
-    return (pc.binary_join_element_wise(*columns, " ") if len(columns) > 1 else columns[0]).to_pylist()
+    return [" ".join(row[i] for i in text_positions) for row in rows]
 
 
 def label_columns(labeled: Sequence[Labeled]) -> list[pa.Array]:
@@ -85,14 +88,44 @@ def calibration_temperature(labeler_kind: str, model: str | None, calibration: P
         return None
     from cxrlabel.evaluation.calibration import Calibration
 
-    fitted = Calibration.load(calibration)
+    try:
+        fitted = Calibration.load(calibration)
+    except (ValueError, TypeError) as error:  # not JSON, or not the calibrate rule's keys
+        raise BadInputError(f"{calibration}: not a calibration file of the calibrate rule ({type(error).__name__}: {error})") from None
+    if not math.isfinite(fitted.temperature) or fitted.temperature <= 0:
+        raise BadInputError(f"{calibration}: temperature {fitted.temperature}: a temperature must be positive and finite")
+    if (fitted.labeler == "bert") != (labeler_kind == "bert"):
+        raise BadInputError(f"{calibration}: fitted for the {fitted.labeler} labeler, not for a {labeler_kind} model")
     log.info("confidences at temperature %.3f (%s: fitted on %d validate labels against their %s labels)", fitted.temperature, calibration, fitted.n_labels, fitted.fitted_on)
     return fitted.temperature
 
 
+def load_labeler(kind: str, model: str | None, **options):
+    """The labeler, or a clear error naming what is wrong with its model folder (never a traceback)."""
+    try:
+        return make_labeler(kind, model, **options)
+    except (BadInputError, FileNotFoundError, ValueError) as error:  # the labelers' own "not a cxrlabel ..." errors
+        raise BadInputError(str(error)) from None
+    except Exception as error:  # a corrupt or foreign folder: whatever its library raised
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise BadInputError(f"--model {model}: cannot be loaded as a {kind} labeler ({type(error).__name__}: {first_line})") from None
+
+
+def refuse_overwriting_inputs(input_path: Path, *outputs: Path | None) -> None:
+    """An output is never the input (a file labeled onto itself is destroyed as it is read)."""
+    if is_standard_stream(input_path):
+        return
+    for output in outputs:
+        if output is None or is_standard_stream(output):
+            continue
+        if output.resolve() == input_path.resolve() or (output.exists() and input_path.exists() and output.samefile(input_path)):
+            raise BadInputError(f"{output}: is the input file: write the labels to another path")
+
+
 def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str | None, text_columns: list[str] | None,
               batch_size: int, output_format: str = "csv", calibration: Path | None = None,
-              max_new_tokens: int | None = None, no_finding: str | None = None) -> int:
+              max_new_tokens: int | None = None, no_finding: str | None = None,
+              on_bad_row: OnBadRow = "error", skipped_path: Path | None = None) -> int:
     """Stream ``input_path`` through a labeler into ``output_path``; return the report count.
 
     ``csv`` (CheXpert format): every input column passes through unchanged (read as text), in
@@ -103,62 +136,91 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
     Evidence offsets index the text the labeler read: the text columns joined with one space. An
     LLM quote the report does not hold (its label's evidence is null) is counted
     (:attr:`Labeled.evidence_miss`), and the total logged at the end with the number of labels
-    that got a span. Memory is bounded by the batch size either way. ``max_new_tokens``: an LLM's
+    that got a span; so are the reports longer than the labeler reads (:attr:`Labeled.truncated`).
+    Memory is bounded by the batch size either way. ``max_new_tokens``: an LLM's
     answer room (default: the model's recorded one); ``no_finding``: an LLM's learned No Finding
     model (:mod:`cxrlabel.labelers.no_finding`, the pipeline's ``models/no_finding``).
-    """
-    names = pacsv.open_csv(input_path).schema.names
-    if text_columns is None:
-        text_columns = ["report"] if "report" in names else [c for c in ("findings", "impression") if c in names]
-    missing = [c for c in text_columns if c not in names]
-    if not text_columns or missing:
-        raise BadInputError(f"{input_path}: line 1 (header): no text column {missing or ''} among {names}: expected 'report' or 'findings'/'impression' (or pass --text-columns)")
-    if output_format == "jsonl":
-        ids = [c for c in names if c not in text_columns]
-        clash = [c for c in ids if c in JSONL_KEYS]
-    elif output_format == "csv":
-        clash = [c for c in names if c in OBSERVATIONS]
-    else:
-        raise ValueError(f"unknown output format {output_format!r}: csv or jsonl")
-    if clash:
-        raise BadInputError(f"{input_path}: line 1 (header): column(s) {clash} would be overwritten by the labels")
 
-    options = {key: value for key, value in (("max_new_tokens", max_new_tokens), ("no_finding", no_finding)) if value is not None}
-    labeler = make_labeler(labeler_kind, model, **options)
-    reader = pacsv.open_csv(
-        input_path,
-        read_options=pacsv.ReadOptions(block_size=1 << 20),
-        convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in names}, strings_can_be_null=False),
-    )
-    count = 0
-    progress = tqdm(desc=f"labeling ({labeler_kind})", unit="report", mininterval=2)
-    chunks = (record_batch.slice(start, batch_size) for record_batch in reader for start in range(0, record_batch.num_rows, batch_size))
-    if output_format == "jsonl":
-        temperature = calibration_temperature(labeler_kind, model, calibration)
-        stated = spans = misses = 0
-        with open(output_path, "w", encoding="utf-8", newline="\n") as out, progress:
-            for chunk in chunks:
-                labeled = label_batch(labeler, report_texts(chunk, text_columns), evidence=True)
-                rows = chunk.select(ids).to_pylist()
-                out.writelines(json.dumps(json_record(row, item, temperature), ensure_ascii=False) + "\n" for row, item in zip(rows, labeled))
-                count += chunk.num_rows
-                progress.update(chunk.num_rows)
-                for item in labeled:
-                    stated += sum(code is not None for code in item.labels.values())
-                    spans += sum(e is not None for e in (item.evidence or {}).values())
-                    misses += item.evidence_miss
-        if supports_evidence(labeler):
-            log.info("evidence: %d of %d non-blank labels have a span; %d quotes were not found in their report (evidence null)", spans, stated, misses)
-        return count
-    schema = pa.schema([(name, pa.string()) for name in (*names, *OBSERVATIONS)])
-    options = pacsv.WriteOptions(quoting_style="needed")
-    with pacsv.CSVWriter(output_path, schema, write_options=options) as writer, progress:
-        for chunk in chunks:
-            labels = label_columns(labeler.label_batch(report_texts(chunk, text_columns)))
-            writer.write_batch(pa.RecordBatch.from_arrays([*chunk.columns, *labels], schema=schema))
-            count += chunk.num_rows
-            progress.update(chunk.num_rows)
+    The input is read by :class:`~cxrlabel.io.report_csv.ReportRows` (``-``: standard input); a
+    bad row stops the run with its line, or with ``on_bad_row="skip"`` is left out and listed
+    (line, reason) in ``skipped_path`` (default ``<output>.skipped.csv``). The output appears at
+    ``output_path`` only when every row was read (:func:`~cxrlabel.io.report_csv.written_whole`).
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch size {batch_size}: at least 1")
+    if output_format not in ("csv", "jsonl"):
+        raise ValueError(f"unknown output format {output_format!r}: csv or jsonl")
+    if on_bad_row == "skip" and skipped_path is None:
+        if is_standard_stream(output_path):
+            raise ValueError("--on-bad-row skip with --output -: name the skipped rows' file with --skipped-rows")
+        skipped_path = Path(f"{output_path}.skipped.csv")
+    refuse_overwriting_inputs(input_path, output_path, skipped_path)
+    with ReportRows(input_path, on_bad_row) as rows:
+        names = rows.names
+        if text_columns is None:
+            text_columns = ["report"] if "report" in names else [c for c in ("findings", "impression") if c in names]
+        missing = [c for c in text_columns if c not in names]
+        if not text_columns or missing:
+            raise BadInputError(f"{rows.name}: line 1 (header): no text column {missing or ''} among {names}: expected 'report' or 'findings'/'impression' (or pass --text-columns)")
+        kept = [c for c in names if c not in text_columns] if output_format == "jsonl" else names
+        clash = [c for c in kept if c in (JSONL_KEYS if output_format == "jsonl" else OBSERVATIONS)]
+        if clash:
+            raise BadInputError(f"{rows.name}: line 1 (header): column(s) {clash} would be overwritten by the labels")
+        text_positions = [names.index(c) for c in text_columns]
+        options = {key: value for key, value in (("max_new_tokens", max_new_tokens), ("no_finding", no_finding)) if value is not None}
+        labeler = load_labeler(labeler_kind, model, **options)
+        temperature = calibration_temperature(labeler_kind, model, calibration) if output_format == "jsonl" else None
+        count = truncated = stated = spans = misses = 0
+        progress = tqdm(desc=f"labeling ({labeler_kind})", unit="report", mininterval=2)
+        with written_whole(output_path) as out, progress:
+            if output_format == "jsonl":
+                ids = [(i, name) for i, name in enumerate(names) if name not in text_columns]
+                for batch in rows.batches(batch_size):
+                    labeled = label_batch(labeler, report_texts(batch, text_positions), evidence=True)
+                    lines = (json.dumps(json_record({name: row[i] for i, name in ids}, item, temperature), ensure_ascii=False) + "\n" for row, item in zip(batch, labeled))
+                    out.write("".join(lines).encode("utf-8"))
+                    count, truncated = count + len(batch), truncated + sum(item.truncated for item in labeled)
+                    progress.update(len(batch))
+                    for item in labeled:
+                        stated += sum(code is not None for code in item.labels.values())
+                        spans += sum(e is not None for e in (item.evidence or {}).values())
+                        misses += item.evidence_miss
+            else:
+                schema = pa.schema([(name, pa.string()) for name in (*names, *OBSERVATIONS)])
+                with pacsv.CSVWriter(out, schema, write_options=pacsv.WriteOptions(quoting_style="needed")) as writer:
+                    for batch in rows.batches(batch_size):
+                        labeled = labeler.label_batch(report_texts(batch, text_positions))
+                        inputs = [pa.array(column, pa.string()) for column in zip(*batch)]
+                        writer.write_batch(pa.RecordBatch.from_arrays([*inputs, *label_columns(labeled)], schema=schema))
+                        count, truncated = count + len(batch), truncated + sum(item.truncated for item in labeled)
+                        progress.update(len(batch))
+            if skipped_path is not None:
+                listing = io.StringIO()
+                csv.writer(listing, lineterminator="\n").writerows([("line", "reason"), *((row.line, row.reason) for row in rows.skipped)])
+                with written_whole(skipped_path) as side:
+                    side.write(listing.getvalue().encode("utf-8"))
+                log.info("%d bad rows left out (their lines and reasons: %s)", len(rows.skipped), skipped_path)
+    if truncated:
+        log.info("%d of %d reports were longer than the %s labeler reads and were cut (%s)", truncated, count, labeler_kind,
+                 "the tail past its max_length tokens" if labeler_kind == "bert" else "the beginning, keeping the impression")
+    if output_format == "jsonl" and supports_evidence(labeler):
+        log.info("evidence: %d of %d non-blank labels have a span; %d quotes were not found in their report (evidence null)", spans, stated, misses)
     return count
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: at least 1")
+    return value
+
+
+class Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that the partial output is removed on the way out."""
+
+
+def raise_terminated(signum, frame) -> None:
+    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,10 +229,15 @@ def main(argv: list[str] | None = None) -> int:
     label = commands.add_parser("label", help="label a CSV of reports, writing CheXpert format (or JSON lines with evidence and confidence)")
     label.add_argument("--labeler", choices=list(DEFAULT_BATCH_SIZES), required=True)
     label.add_argument("--model", help="model folder of a trained labeler (bert, llm)")
-    label.add_argument("--input", type=Path, required=True, help="CSV with a 'report' column or 'findings'/'impression' columns")
-    label.add_argument("--output", type=Path, required=True)
     label.add_argument("--text-columns", help="comma-separated columns joined into the report text (default: report, else findings,impression)")
-    label.add_argument("--batch-size", type=int, help="reports per batch (default: rule and llm 1024, bert 64)")
+    label.add_argument("--input", type=Path, required=True, help="CSV with a 'report' column or 'findings'/'impression' columns (- : standard input); "
+                       "quoted fields may hold line breaks; UTF-8, with or without a byte-order mark")
+    label.add_argument("--output", type=Path, required=True, help="written only when every row was labeled (- : standard output)")
+    label.add_argument("--on-bad-row", choices=["error", "skip"], default="error",
+                       help="a row with the wrong field count, bytes that are not UTF-8 or broken quoting: stop with its line "
+                       "(error, the default) or leave it out and list its line and reason in --skipped-rows (skip)")
+    label.add_argument("--skipped-rows", type=Path, help="with --on-bad-row skip: where the skipped rows are listed (default: <output>.skipped.csv)")
+    label.add_argument("--batch-size", type=positive_int, help="reports per batch (default: rule and llm 1024, bert 64)")
     label.add_argument("--format", choices=["csv", "jsonl"], default="csv",
                        help="csv (default): the input's columns + the 14 in CheXpert format; jsonl: one object per report with "
                        "the input's non-text columns, labels, each label's evidence (rule labeler, and an llm tuned to the "
@@ -178,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
                        "(bert/llm: probability in [0, 1], calibrated=true with a fitted temperature, see --calibration; null for rule)")
     label.add_argument("--calibration", type=Path, help="the labeler's fitted temperature for --format jsonl confidences (models/<labeler>.calibration.json "
                        "of the calibrate rule; default: <model folder>.calibration.json if it exists, else uncalibrated T = 1)")
-    label.add_argument("--max-new-tokens", type=int, help="llm: tokens an answer may take (default: the model's own, "
+    label.add_argument("--max-new-tokens", type=positive_int, help="llm: tokens an answer may take (default: the model's own, "
                        "llm.inference.max_new_tokens recorded in its cxrlabel_llm.json; "
                        "an evidence-format report model needs 256-400)")
     label.add_argument("--no-finding-model", help="bert, llm: the learned No Finding model their pipeline trained (models/no_finding, with "
@@ -196,17 +263,26 @@ def main(argv: list[str] | None = None) -> int:
 
             serve(args.pairs, args.judgements, args.host, args.port)
             return 0
-        if args.max_new_tokens is not None and (args.labeler != "llm" or args.max_new_tokens < 1):
-            raise ValueError(f"--max-new-tokens {args.max_new_tokens}: a positive number, for --labeler llm only")
+        if args.max_new_tokens is not None and args.labeler != "llm":
+            raise ValueError("--max-new-tokens: for --labeler llm only")
         if args.no_finding_model and args.labeler == "rule":
             raise ValueError("--no-finding-model: for the trained labelers (bert, llm) only")
+        if args.calibration is not None and (args.format != "jsonl" or args.labeler == "rule"):
+            raise ValueError("--calibration: for --format jsonl with a trained labeler (bert, llm) only: it sets the confidences")
+        if args.skipped_rows is not None and args.on_bad_row != "skip":
+            raise ValueError("--skipped-rows: with --on-bad-row skip only")
         text_columns = args.text_columns.split(",") if args.text_columns else None
         batch_size = args.batch_size or DEFAULT_BATCH_SIZES[args.labeler]
+        signal.signal(signal.SIGTERM, raise_terminated)
         count = label_csv(args.input, args.output, args.labeler, args.model, text_columns, batch_size, args.format,
-                          args.calibration, args.max_new_tokens, args.no_finding_model)
-    except (BadInputError, ValueError, OSError, pa.ArrowInvalid) as error:  # OSError: a missing file, a port in use
+                          args.calibration, args.max_new_tokens, args.no_finding_model, args.on_bad_row, args.skipped_rows)
+    except (BadInputError, ValueError, OSError, pa.ArrowInvalid) as error:  # OSError: a missing file, a port in use, a full disk
         print(f"cxrlabel: error: {error}", file=sys.stderr)
         return 2
+    except (KeyboardInterrupt, Terminated) as stop:
+        signum = signal.SIGINT if isinstance(stop, KeyboardInterrupt) else signal.SIGTERM
+        print(f"cxrlabel: stopped by {signum.name}: nothing written to {args.output}", file=sys.stderr)
+        return 128 + signum
     logging.info("labeled %d reports -> %s", count, args.output)
     return 0
 

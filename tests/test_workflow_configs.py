@@ -1,0 +1,143 @@
+"""The workflow's plans and configurations: lint and formatting, every config validates and plans
+every stage, the schema refuses invalid combinations, the paper config runs on files shaped like
+MIMIC-CXR's, and the sentence unit runs through the whole DAG (each on its own folder; the
+embedded default's run and what later tests read of it are in test_workflow.py)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+
+import polars as pl
+import pytest
+import yaml
+from conftest import ROOT
+from snakemake_runs import job_blocks, overlay, snakemake
+
+from cxrlabel.instruct import PERTURBED_PREFIX
+
+def test_lint_is_clean():
+    result = snakemake("--lint", check=False)
+    assert "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
+
+
+def test_snakefmt_is_quiet():
+    result = subprocess.run(["snakefmt", "--check", "."], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
+def test_max_threads_caps_every_rule(tmp_path):
+    """config/smoke.yaml's resources.max_threads: 1 plans every job with one thread; the embedded
+    default gives its model rules two."""
+    def threads_by_rule(*configfiles: str) -> dict[str, set[int]]:
+        output = snakemake("-n", "--cores", "2", "--configfile", *configfiles, "--config", f"results={tmp_path}").stdout
+        # a job of one thread has no threads line
+        return {name: {int(n) for n in re.findall(r"^\s+threads: (\d+)$", block, re.MULTILINE)} or {1} for name, block in job_blocks(output)}
+    default, smoke = threads_by_rule("config/config.yaml"), threads_by_rule("config/config.yaml", "config/smoke.yaml")
+    assert default["sft"] == {2} and default["bert_train"] == {2}
+    assert set(smoke) == set(default) and all(threads == {1} for threads in smoke.values()), smoke
+
+
+@pytest.mark.parametrize("configfile", ["config/config.yaml", "config/openi.yaml", "config/mimic.yaml"])
+def test_every_config_validates_and_plans_every_stage(configfile, tmp_path):
+    result = snakemake("-n", "--configfile", configfile, "--config", f"results={tmp_path}", check=False)
+    output = result.stdout + result.stderr
+    if configfile == "config/mimic.yaml":  # the MIMIC-CXR files are the user's own: only they are missing
+        assert "MissingInputException" in output and "mimic-cxr-2.1.0-test-set-labeled.csv" in output, output
+    else:
+        assert result.returncode == 0, output
+        for rule in ("ingest", "instruct", "predict_rule", "bert_train", "base_model", "sft", "preferences", "reward_model", "rl_policy", "predict_llm", "evaluate", "significance", "figures",
+                     "perturb", "predict_perturbed", "robustness", "predict_validate", "calibrate", "calibration_table"):
+            assert f"rule {rule}:" in output, rule
+        for target in ("tables/table9_calibration.csv", "tables/reliability_bins.csv", "figures/reliability.png", "models/sft.calibration.json", "models/bert.calibration.json",
+                       "predictions/validate/sft_scores.parquet", "predictions/bert_scores.parquet", "predictions/sft_scores.parquet"):
+            assert f"{tmp_path}/{target}" in output, target
+
+
+def test_paper_config_runs_on_files_shaped_like_mimic_cxr(tmp_path):
+    from mimic_fixture import write_release
+
+    release = write_release(tmp_path / "mimic", as_zip=True)
+    path = tmp_path / "paths.yaml"
+    path.write_text(yaml.safe_dump({"results": str(tmp_path / "results"), "corpus": {"mimic": {k: str(v) for k, v in release.items()}}}))
+    snakemake("--cores", "1", "--configfile", "config/mimic.yaml", str(path), "--", str(tmp_path / "results/instruct/instruct_train.parquet"))
+    summary = json.loads((tmp_path / "results/corpus/ingest_summary.json").read_text())
+    assert summary["kept"]["reports"] == 7 and summary["dropped"]["no_split"] == 2
+    # without a judgements file the whole DAG plans (the preferences job says how to get one when it runs)
+    assert not (ROOT / "data/preferences/radiologist_judgements.csv").exists()
+    whole = snakemake("-n", "--configfile", "config/mimic.yaml", str(path)).stdout
+    for rule in ("sft", "preferences", "reward_model", "rl_policy", "predict_llm", "evaluate", "figures"):
+        assert f"rule {rule}:" in whole, rule
+    assert "rule review_set:" in snakemake("-n", "--configfile", "config/mimic.yaml", str(path), "--", "review_set").stdout
+
+
+def test_preferences_are_never_judged_on_the_reports_that_choose_or_score_the_labelers(tmp_path):
+    """OpenI chooses its RL variants on validate and scores on test: its preference set is the
+    train split's; and no configuration may judge test reports."""
+    openi = yaml.safe_load((ROOT / "config/openi.yaml").read_text())
+    assert set(openi["rlhf"]["preference_splits"]) == {"train"}
+    result = snakemake("-n", "--configfile", overlay(tmp_path, {"rlhf": {"preference_splits": ["validate", "test"]}}), check=False)
+    assert result.returncode != 0 and "ValidationError" in result.stdout + result.stderr
+
+
+def test_robustness_levers_can_be_chosen_on_the_validate_split(tmp_path):
+    """robustness.split: validate perturbs the validate reports and reads the labelers' validate
+    predictions, so that levers such as instruct.perturbed_copies are not chosen on test's misses."""
+    output = snakemake("-n", "-p", "--configfile", overlay(tmp_path, {"robustness": {"split": "validate"}}, smoke=True)).stdout
+    robustness_job = output[output.index("rule robustness:"):].split("\n\n")[0]
+    assert f"{tmp_path}/results/predictions/validate/sft.parquet" in robustness_job and f"{tmp_path}/results/predictions/rule.parquet" in robustness_job
+    assert f"{tmp_path}/results/predictions/sft.parquet" not in robustness_job.replace("validate/sft", "")
+
+
+def test_invalid_combinations_are_refused_by_the_schema(tmp_path):
+    """Sentence instructions are labeled by the rule labeler, human judgements compare whole reports,
+    and a trainer's weights are float32 or bfloat16."""
+    for extra in ({"instruct": {"unit": "sentence"}}, {"instruct": {"recombined_reports": 10}},
+                  {"instruct": {"unit": "sentence", "labels": "rule"}, "rlhf": {"judge": "human", "human_judgements": "j.csv"}},
+                  {"rlhf": {"ppo": {"dtype": "float16"}}}):
+        result = snakemake("-n", "--configfile", overlay(tmp_path, extra), check=False)
+        assert result.returncode != 0 and "ValidationError" in result.stdout + result.stderr, extra
+
+
+@pytest.mark.slow
+def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
+    """OpenI's path (rule silver labels, sentence prompts, perturbed training copies, sentence-level
+    RL with the learned and the verifiable reward) on the demo corpus, with tiny training budgets
+    and jobs of 2 processes: every stage runs and the models, logs and tables say what they are."""
+    budget = {
+        "demo": {"n_studies": 200},  # half the miniature's: 150 train, 20 validate, 30 test studies
+        "instruct": {"unit": "sentence", "labels": "rule", "perturbed_copies": ["deid_xxxx", "negation_removed"]},
+        "llm": {"tiny": {"pretrain_epochs": 0.2}, "sft": {"max_steps": 40, "per_device_train_batch_size": 16}, "inference": {"max_new_tokens": 32}},
+        # the demo's expert labels cover validate and test: the verifiable reward needs them
+        "rlhf": {"rewards": ["learned", "verifiable"], "prompt_split": "validate", "ppo": {"total_episodes": 16}, "grpo": {"max_steps": 2}},
+        "evaluation": {"labelers": ["rule", "sft", "ppo", "grpo"]},
+        "figures": {"baselines": ["rule"]},
+        # two "GPUs": torchrun runs SFT and GRPO in 2 processes (gloo here), prediction and sampling in 2 shards
+        "resources": {name: {"gpu": 2} for name in ("sft", "predict_llm", "preferences", "rl_policy")},
+    }
+    config = overlay(tmp_path, budget, smoke=True)
+    snakemake("--cores", "2", "--configfile", config)
+    results = tmp_path / "results"
+    train = pl.read_parquet(results / "instruct/instruct_train.parquet")
+    assert train.height > 3 * pl.read_parquet(results / "corpus/reports.parquet").filter(pl.col("split") == "train").height
+    assert train["prompt"].str.contains("\n\nSentence: ").all() and not train["completion"].str.contains("No Finding").any()
+    copies = train.filter(pl.col("study_id").str.starts_with(PERTURBED_PREFIX))["study_id"].str.split("-").list.get(1)
+    assert set(copies) == {"deid_xxxx", "negation_removed"}
+    for model in ("sft", "ppo", "grpo"):
+        recorded = json.loads((results / f"models/{model}/cxrlabel_llm.json").read_text())
+        assert recorded == {"format": "mentioned", "unit": "sentence", "lowercase": False, "max_new_tokens": 32}
+    pairs = pl.read_parquet(results / "rlhf/preferences.parquet")
+    assert pairs.height > 0 and pairs["prompt"].str.contains("\n\nSentence: ").all()
+    summary = json.loads((results / "rlhf/preferences_summary.json").read_text())
+    validate = pl.read_parquet(results / "corpus/reports.parquet").filter(pl.col("split") == "validate").height
+    assert summary["pairs"] == pairs.height and summary["reports_judged"] == validate and 1 <= summary["distinct_candidates_per_unit"] <= 4
+    for log in ("sft", "preferences", "grpo", "predict_sft", "predict_grpo"):
+        text = (results / f"logs/{log}.log").read_text()
+        assert "process 0 of 2" in text and "process 1 of 2" in text, log
+    assert "ppo runs in one process" in (results / "logs/ppo.log").read_text()
+    for model in ("ppo", "grpo"):  # 16 episodes of 8; 2 steps logged each (the main process writes them)
+        assert pl.read_csv(results / f"models/{model}/rl_curves.csv")["step"].to_list() == [1, 2], model
+    agreement = pl.read_csv(results / "tables/table7_agreement_with_silver.csv")
+    assert agreement.columns == ["observation", "rule", "sft", "ppo", "grpo", "metric"]
+    assert (agreement.filter(pl.col("observation") == "Average")["rule"] == 1.0).all()  # the silver labels are the rule labeler's

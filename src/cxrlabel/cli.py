@@ -104,8 +104,8 @@ def load_labeler(kind: str, model: str | None, **options):
     """The labeler, or a clear error naming what is wrong with its model folder (never a traceback)."""
     try:
         return make_labeler(kind, model, **options)
-    except (BadInputError, FileNotFoundError, ValueError) as error:  # the labelers' own "not a cxrlabel ..." errors
-        raise BadInputError(str(error)) from None
+    except (ValueError, FileNotFoundError):  # the labelers' own ("not a cxrlabel ..."), already clear
+        raise
     except Exception as error:  # a corrupt or foreign folder: whatever its library raised
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise BadInputError(f"--model {model}: cannot be loaded as a {kind} labeler ({type(error).__name__}: {first_line})") from None

@@ -94,8 +94,8 @@ class ReportRows:
             raise BadInputError(f"{self.name}: line 1 (header): column names {repeated} appear more than once")
         return names
 
-    def _records(self) -> Iterator[tuple[int, list[str]]]:
-        """(first line, fields) of each record, blank lines left out; a bad one raises or is skipped."""
+    def _records(self) -> Iterator[list[str]]:
+        """The fields of each record, blank lines left out; a bad one raises or is skipped."""
         while True:
             first = self._line + 1
             try:
@@ -113,7 +113,7 @@ class ReportRows:
             if problem:
                 self._bad(first, problem)
                 continue
-            yield first, fields
+            yield fields
 
     def _problem(self, fields: list[str]) -> str | None:
         if len(fields) != len(self.names):
@@ -131,7 +131,7 @@ class ReportRows:
     def batches(self, size: int) -> Iterator[list[list[str]]]:
         """The rows after the header, ``size`` at a time (the last batch may be shorter)."""
         batch: list[list[str]] = []
-        for _, fields in self._records():
+        for fields in self._records():
             batch.append(fields)
             if len(batch) == size:
                 yield batch

@@ -4,6 +4,7 @@ learned No Finding stage."""
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -134,3 +135,47 @@ def test_the_no_finding_stage_learns_what_the_experts_call_abnormal(tmp_path):
     assert metrics["validate_f1"] == 1.0
     model = NoFindingModel.load(str(tmp_path / "nf"), threads=1)
     assert model.normal(["The lungs are clear. The aorta is tortuous.", "No acute disease. Heart size is normal."]) == [False, True]
+
+
+def test_the_expert_stage_learns_the_experts_conventions_over_the_teachers_labels(tmp_path):
+    """The teacher calls "upper limits of normal" cardiomegaly and a report with a granuloma
+    normal; the experts do neither. The stage learns both from the training reports' expert
+    positives: it demotes the teacher's positive to uncertain (never to negative: the expert
+    labels are positive-only), decides No Finding as the experts do, drops the scores of the labels
+    it changed, and leaves an observation with too few expert positives as the labeler gave it."""
+    from cxrlabel.labelers import Labeled
+    from cxrlabel.labelers.expert_stage import ExpertStage, ExpertStageSettings, train_expert_stage
+
+    hearts = {"The heart is enlarged.": 1, "Heart size is at the upper limits of normal.": 1, "The heart is normal in size.": 0}
+    lungs = ("The lungs are clear.", "Calcified granuloma in the right upper lobe.")
+    texts, teacher, expert = [], [], []
+    for heart, lung in itertools.product(hearts, lungs):  # 6 reports, each 3 times
+        enlarged, clear = heart == "The heart is enlarged.", lung == "The lungs are clear."
+        positives = {"Cardiomegaly": enlarged, "No Finding": clear and not enlarged, "Edema": enlarged and clear}
+        for _ in range(3):
+            texts.append(f"{heart} {lung}")
+            teacher.append(dict.fromkeys(OBSERVATIONS) | {"Cardiomegaly": hearts[heart], "Edema": 1 if enlarged else None, "No Finding": None if hearts[heart] else 1})
+            expert.append([positives.get(name, False) for name in OBSERVATIONS])
+    train_expert_stage(texts, teacher, np.array(expert), str(tmp_path / "stage"), ExpertStageSettings(min_positives=4, epochs=300, threads=1))
+    stage = ExpertStage.load(str(tmp_path / "stage"), threads=1)
+    assert stage.observations == ("No Finding", "Cardiomegaly")  # Edema: 3 expert positives < 4, left to the labeler
+    scores = {"Cardiomegaly": {1: 2.0, 0: -1.0}, "Edema": {1: 1.0, 0: 0.0}}
+    cases = (0, 6, 9, 15, 12)  # enlarged; upper limits with clear lungs, with a granuloma; normal heart with a granuloma; normal
+    given = [Labeled(dict(teacher[i]), scores=scores) for i in cases]
+    enlarged, upper_clear, upper_granuloma, granuloma, normal = stage.correct([texts[i] for i in cases], given)
+    assert enlarged is given[0]  # the experts agree with the teacher: nothing changes
+    assert (upper_clear.labels["Cardiomegaly"], upper_clear.labels["No Finding"], upper_clear.labels["Edema"]) == (-1, 1, None)
+    assert upper_clear.scores == {"Edema": scores["Edema"]}
+    assert (upper_granuloma.labels["Cardiomegaly"], upper_granuloma.labels["No Finding"]) == (-1, None)
+    assert (granuloma.labels["Cardiomegaly"], granuloma.labels["No Finding"]) == (0, None)
+    assert normal is given[4]
+
+
+def test_the_expert_stage_refuses_expert_labels_too_sparse_to_stage_anything(tmp_path):
+    from cxrlabel.labelers.expert_stage import ExpertStageSettings, train_expert_stage
+
+    expert = np.zeros((4, len(OBSERVATIONS)), dtype=bool)
+    expert[0, 2] = True
+    with pytest.raises(ValueError, match="at least 40 expert positives among the 4 training reports"):
+        train_expert_stage(["a.", "b.", "c.", "d."], [dict.fromkeys(OBSERVATIONS)] * 4, expert, str(tmp_path / "s"), ExpertStageSettings(threads=1))
+    assert not (tmp_path / "s").exists()

@@ -62,15 +62,22 @@ def sentences_of(texts: Sequence[str]) -> tuple[list[str], list[list[int]]]:
     return list(distinct), bags
 
 
-def report_logits(head: torch.nn.Linear, embeddings: torch.Tensor, bags: Sequence[Sequence[int]]) -> torch.Tensor:
-    """Each bag's (report's) abnormality logit: the log-sum-exp of its sentences' logits, a smooth
-    maximum. Unlike the maximum itself it passes gradient to every sentence, so that training
-    cannot settle where a normal sentence is every bag's largest and the abnormal ones never learn."""
+def bag_logsumexp(logits: torch.Tensor, bags: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Per bag (report), the log-sum-exp of its rows of ``logits`` (one row per member sentence,
+    bags concatenated in order; (S,) or (S, K) -> (B,) or (B, K)): a smooth maximum. Unlike the
+    maximum itself it passes gradient to every sentence, so that training cannot settle where a
+    normal sentence is every bag's largest and the abnormal ones never learn."""
     index = torch.tensor([b for b, bag in enumerate(bags) for _ in bag])
-    sentence = head(embeddings[[i for bag in bags for i in bag]]).squeeze(-1)
-    largest = torch.full((len(bags),), -torch.inf).scatter_reduce(0, index, sentence.detach(), reduce="amax")
-    total = torch.zeros(len(bags)).scatter_add(0, index, torch.exp(sentence - largest[index]))
+    index = index.reshape(-1, *([1] * (logits.dim() - 1))).expand_as(logits)
+    shape = (len(bags), *logits.shape[1:])
+    largest = torch.full(shape, -torch.inf).scatter_reduce(0, index, logits.detach(), reduce="amax")
+    total = torch.zeros(shape).scatter_add(0, index, torch.exp(logits - largest.gather(0, index)))
     return largest + torch.log(total)
+
+
+def report_logits(head: torch.nn.Linear, embeddings: torch.Tensor, bags: Sequence[Sequence[int]]) -> torch.Tensor:
+    """Each bag's (report's) abnormality logit: :func:`bag_logsumexp` of its sentences' logits."""
+    return bag_logsumexp(head(embeddings[[i for bag in bags for i in bag]]).squeeze(-1), bags)
 
 
 class NoFindingModel:

@@ -177,10 +177,13 @@ def stage_settings(wildcards, model, settings):
 
 
 def labeler_model_inputs(labeler):
-    """A trained labeler's model, and the learned No Finding model where there is one."""
+    """A trained labeler's model, and its report-level stages where it has them: the learned No
+    Finding model, the expert stage."""
     inputs = {"model": results(f"models/{labeler}")}
     if learned_no_finding():
         inputs["no_finding"] = rules.no_finding_model.output[0]
+    if config["expert"]["stage"] == "learned":
+        inputs["expert_stage"] = rules.expert_stage_model.output[0]
     return inputs
 
 

@@ -71,3 +71,28 @@ rule no_finding_model:
         settings=config["expert"]["no_finding_model"],
     script:
         "../workflow/scripts/no_finding_model.py"
+
+
+rule expert_stage_model:
+    """Expert corrections of the trained labelers (expert.stage: learned): per observation with enough expert positives, a report-level model over the labeler's label and the sentence embeddings."""
+    input:
+        reports=rules.ingest.output.reports,
+        silver=silver_labels,
+        expert=rules.targets.output.expert,
+    output:
+        directory(results("models/expert_stage")),
+    log:
+        logs("expert_stage_model"),
+    benchmark:
+        bench("expert_stage_model")
+    conda:
+        "../envs/train.yaml"
+    threads: resources_of("expert_stage_model")["threads"]
+    resources:
+        mem_mb=resources_of("expert_stage_model")["mem_mb"],
+        runtime=resources_of("expert_stage_model")["runtime"],
+        gpu=resources_of("expert_stage_model")["gpu"],
+    params:
+        settings=config["expert"]["stage_model"],
+    script:
+        "../workflow/scripts/expert_stage_model.py"

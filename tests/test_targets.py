@@ -176,6 +176,6 @@ def test_the_expert_stage_refuses_expert_labels_too_sparse_to_stage_anything(tmp
 
     expert = np.zeros((4, len(OBSERVATIONS)), dtype=bool)
     expert[0, 2] = True
-    with pytest.raises(ValueError, match="at least 40 expert positives among the 4 training reports"):
+    with pytest.raises(ValueError, match="at least 80 expert positives among the 4 training reports"):
         train_expert_stage(["a.", "b.", "c.", "d."], [dict.fromkeys(OBSERVATIONS)] * 4, expert, str(tmp_path / "s"), ExpertStageSettings(threads=1))
     assert not (tmp_path / "s").exists()

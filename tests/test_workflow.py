@@ -113,11 +113,12 @@ def test_judge_settings_a_simulated_judge_does_not_read_rerun_nothing(pipeline):
     assert planned_jobs(overlay(pipeline["dir"], elsewhere, smoke=True)) == set()
 
 
-def test_expert_labels_train_two_stages_and_the_no_finding_model(pipeline, tmp_path):
-    """expert.targets silver_then_expert with an expert-labels file of training reports, and the
-    learned No Finding: both trainers learn in two stages, the second on the file's reports alone,
-    the LLM labeler predicts with the No Finding model, and a file naming a test study stops the
-    targets rule with the study named."""
+def test_expert_labels_train_two_stages_the_no_finding_model_and_the_expert_stage(pipeline, tmp_path):
+    """expert.targets silver_then_expert with an expert-labels file of training reports, the
+    learned No Finding and the expert stage: both trainers learn in two stages, the second on the
+    file's reports alone, the trained labelers predict with the No Finding model and the expert
+    stage (trained on the file's positives), and a file naming a test study stops the targets rule
+    with the study named."""
     from cxrlabel.io.labels import read_labels, write_chexpert_csv
 
     run = tmp_path / "run"  # a copy: these settings must not replace the shared pipeline's models
@@ -133,7 +134,8 @@ def test_expert_labels_train_two_stages_and_the_no_finding_model(pipeline, tmp_p
         pl.when(pl.col("Pleural Effusion").is_not_null()).then(-1).otherwise(None).cast(pl.Int8).alias("Pleural Effusion"))
     write_chexpert_csv(expert, run / "radiologist.csv")
     settings = {"expert": {"targets": "silver_then_expert", "labels": str(run / "radiologist.csv"), "no_finding": "learned",
-                           "second_stage": {"llm": {"max_steps": 10}, "bert": {"epochs": 1}}, "no_finding_model": {"epochs": 20}}}
+                           "second_stage": {"llm": {"max_steps": 10}, "bert": {"epochs": 1}}, "no_finding_model": {"epochs": 20},
+                           "stage": "learned", "stage_model": {"min_positives": 5, "epochs": 5}}}
     targets = [str(results / p) for p in ("predictions/sft.parquet", "predictions/bert.parquet", "corpus/targets_summary.json")]
     snakemake("--cores", "2", "--rerun-triggers", "mtime", "--configfile", overlay(run, settings, smoke=True), "--", *targets)
     summary = json.loads((results / "corpus/targets_summary.json").read_text())
@@ -141,12 +143,16 @@ def test_expert_labels_train_two_stages_and_the_no_finding_model(pipeline, tmp_p
     assert set(summary["changed"]["Pleural Effusion"]) <= {"positive -> uncertain", "negative -> uncertain"}
     second = pl.read_parquet(results / "instruct/instruct_expert.parquet")
     assert set(second["study_id"]) == set(train_ids) and not second["completion"].str.contains('"Pleural Effusion": "(positive|negative)"').any()
-    for model in ("sft_silver", "sft", "bert_silver", "bert", "no_finding"):
+    for model in ("sft_silver", "sft", "bert_silver", "bert", "no_finding", "expert_stage"):
         assert (results / f"models/{model}").is_dir(), model
     assert "starting from the trained labeler" in (results / "logs/bert.log").read_text()
     for log in ("predict_sft", "predict_bert"):
-        assert f"also normal by the learned model in {results / 'models/no_finding'}" in (results / f"logs/{log}.log").read_text(), log
+        text = (results / f"logs/{log}.log").read_text()
+        assert f"also normal by the learned model in {results / 'models/no_finding'}" in text, log
+        assert f"labels corrected by the learned model in {results / 'models/expert_stage'}" in text, log
     assert "no finding" in (results / "logs/no_finding_model.log").read_text()
+    staged = json.loads((results / "models/expert_stage/cxrlabel_expert_stage.json").read_text())
+    assert staged["training"]["training_reports"] == 60 and "Pleural Effusion" not in staged["observations"]  # the file calls every effusion uncertain
     leaky = expert.vstack(silver.join(reports.filter(pl.col("split") == "test").head(1).select("study_id"), on="study_id", how="semi"))
     write_chexpert_csv(leaky, run / "radiologist.csv")
     failed = snakemake("--cores", "1", "--rerun-triggers", "mtime", "--configfile", overlay(run, settings, smoke=True), "--", targets[-1], check=False)

@@ -125,7 +125,7 @@ def refuse_overwriting_inputs(input_path: Path, *outputs: Path | None) -> None:
 def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str | None, text_columns: list[str] | None,
               batch_size: int, output_format: str = "csv", calibration: Path | None = None,
               max_new_tokens: int | None = None, no_finding: str | None = None,
-              on_bad_row: OnBadRow = "error", skipped_path: Path | None = None) -> int:
+              on_bad_row: OnBadRow = "error", skipped_path: Path | None = None, expert_stage: str | None = None) -> int:
     """Stream ``input_path`` through a labeler into ``output_path``; return the report count.
 
     ``csv`` (CheXpert format): every input column passes through unchanged (read as text), in
@@ -139,7 +139,9 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
     that got a span; so are the reports longer than the labeler reads (:attr:`Labeled.truncated`).
     Memory is bounded by the batch size either way. ``max_new_tokens``: an LLM's
     answer room (default: the model's recorded one); ``no_finding``: an LLM's learned No Finding
-    model (:mod:`cxrlabel.labelers.no_finding`, the pipeline's ``models/no_finding``).
+    model (:mod:`cxrlabel.labelers.no_finding`, the pipeline's ``models/no_finding``);
+    ``expert_stage``: a trained labeler's expert stage (:mod:`cxrlabel.labelers.expert_stage`,
+    the pipeline's ``models/expert_stage``).
 
     The input is read by :class:`~cxrlabel.io.report_csv.ReportRows` (``-``: standard input); a
     bad row stops the run with its line, or with ``on_bad_row="skip"`` is left out and listed
@@ -167,7 +169,7 @@ def label_csv(input_path: Path, output_path: Path, labeler_kind: str, model: str
         if clash:
             raise BadInputError(f"{rows.name}: line 1 (header): column(s) {clash} would be overwritten by the labels")
         text_positions = [names.index(c) for c in text_columns]
-        options = {key: value for key, value in (("max_new_tokens", max_new_tokens), ("no_finding", no_finding)) if value is not None}
+        options = {key: value for key, value in (("max_new_tokens", max_new_tokens), ("no_finding", no_finding), ("expert_stage", expert_stage)) if value is not None}
         labeler = load_labeler(labeler_kind, model, **options)
         temperature = calibration_temperature(labeler_kind, model, calibration) if output_format == "jsonl" else None
         count = truncated = stated = spans = misses = 0
@@ -250,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
                        "an evidence-format report model needs 256-400)")
     label.add_argument("--no-finding-model", help="bert, llm: the learned No Finding model their pipeline trained (models/no_finding, with "
                        "expert.no_finding: learned); default: none, No Finding as the labeler gives it")
+    label.add_argument("--expert-stage", help="bert, llm: the expert stage their pipeline trained (models/expert_stage, with "
+                       "expert.stage: learned), applied after the No Finding model; default: none")
     review = commands.add_parser("review", help="serve the page on which radiologists judge pairs of label outputs")
     review.add_argument("--pairs", type=Path, required=True, help="the review set (review/pairs.csv of the review_set rule)")
     review.add_argument("--judgements", type=Path, required=True, help="CSV the judgements are appended to (rlhf.human_judgements)")
@@ -265,8 +269,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.max_new_tokens is not None and args.labeler != "llm":
             raise ValueError("--max-new-tokens: for --labeler llm only")
-        if args.no_finding_model and args.labeler == "rule":
-            raise ValueError("--no-finding-model: for the trained labelers (bert, llm) only")
+        for option, value in (("--no-finding-model", args.no_finding_model), ("--expert-stage", args.expert_stage)):
+            if value and args.labeler == "rule":
+                raise ValueError(f"{option}: for the trained labelers (bert, llm) only")
         if args.calibration is not None and (args.format != "jsonl" or args.labeler == "rule"):
             raise ValueError("--calibration: for --format jsonl with a trained labeler (bert, llm) only: it sets the confidences")
         if args.skipped_rows is not None and args.on_bad_row != "skip":
@@ -275,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
         batch_size = args.batch_size or DEFAULT_BATCH_SIZES[args.labeler]
         signal.signal(signal.SIGTERM, raise_terminated)
         count = label_csv(args.input, args.output, args.labeler, args.model, text_columns, batch_size, args.format,
-                          args.calibration, args.max_new_tokens, args.no_finding_model, args.on_bad_row, args.skipped_rows)
+                          args.calibration, args.max_new_tokens, args.no_finding_model, args.on_bad_row, args.skipped_rows,
+                          expert_stage=args.expert_stage)
     except (BadInputError, ValueError, OSError, pa.ArrowInvalid) as error:  # OSError: a missing file, a port in use, a full disk
         print(f"cxrlabel: error: {error}", file=sys.stderr)
         return 2

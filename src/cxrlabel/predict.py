@@ -38,6 +38,13 @@ def labeled_frame(labeled: Sequence[Labeled]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema={**{name: LABEL_DTYPE for name in OBSERVATIONS}, **FLAGS}, orient="row")
 
 
+def report_stage_options(inputs) -> dict[str, str]:
+    """A trained labeler's report-level stages among a rule's ``inputs`` (a Snakemake input or a
+    dict), as labeler options: the learned No Finding model (expert.no_finding: learned) and the
+    expert stage (expert.stage: learned)."""
+    return {name: inputs[name] for name in ("no_finding", "expert_stage") if inputs.get(name)}
+
+
 def labeler_kind(labeler: str) -> str:
     """The kind (:func:`cxrlabel.labelers.make_labeler`) of a pipeline labeler's name: rule, bert or llm."""
     return labeler if labeler in ("rule", "bert") else "llm"

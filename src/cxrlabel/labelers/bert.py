@@ -27,6 +27,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from cxrlabel.io.labels import labels_schema, read_labels
 from cxrlabel.labelers import Labeled, combine_scores
+from cxrlabel.labelers.expert_stage import apply_expert_stage, load_expert_stage
 from cxrlabel.labelers.no_finding import apply_no_finding_model, load_no_finding
 from cxrlabel.observations import NO_FINDING, OBSERVATIONS, aggregate_mentions
 from cxrlabel.text import split_sentences
@@ -257,8 +258,10 @@ class BertLabeler:
     name = "bert"
     provides_scores = True
 
-    def __init__(self, model_dir: str, batch_size: int = 32, threads: int | None = None, no_finding: str | None = None) -> None:
-        """``no_finding``: the folder of a learned No Finding model (:mod:`cxrlabel.labelers.no_finding`)."""
+    def __init__(self, model_dir: str, batch_size: int = 32, threads: int | None = None, no_finding: str | None = None,
+                 expert_stage: str | None = None) -> None:
+        """``no_finding``: the folder of a learned No Finding model (:mod:`cxrlabel.labelers.no_finding`);
+        ``expert_stage``: of an expert stage (:mod:`cxrlabel.labelers.expert_stage`), applied after it."""
         path = Path(model_dir)
         if not (path / HEADS_FILE).is_file():
             raise FileNotFoundError(f"{model_dir}: not a cxrlabel BERT labeler (no {HEADS_FILE}); train one with the bert_train rule")
@@ -272,12 +275,13 @@ class BertLabeler:
         self.model.eval()
         self.batch_size = batch_size
         self.no_finding = load_no_finding(no_finding, threads)
+        self.expert_stage = load_expert_stage(expert_stage, threads)
 
     def label_batch(self, texts: Sequence[str]) -> list[Labeled]:
         """Labels of ``texts`` and their scores (:func:`label_reports`); with a learned No Finding
-        model, No Finding only where it also finds the report normal."""
+        model, No Finding only where it also finds the report normal; with an expert stage, corrected by it."""
         labeled = label_reports(self.model, self.tokenizer, self.settings, list(texts), self.batch_size)
-        return apply_no_finding_model(self.no_finding, texts, labeled)
+        return apply_expert_stage(self.expert_stage, texts, apply_no_finding_model(self.no_finding, texts, labeled))
 
 
 def encode(tokenizer, texts: list[str], max_length: int) -> tuple[list[list[int]], list[bool]]:

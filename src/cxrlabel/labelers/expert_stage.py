@@ -34,11 +34,13 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from cxrlabel.embedding import Embedder
+from cxrlabel.io.labels import read_labels
 from cxrlabel.labelers import Labeled, Labels
 from cxrlabel.labelers.no_finding import bag_logsumexp, sentences_of
 from cxrlabel.observations import NO_FINDING, OBSERVATIONS, PATHOLOGIES, apply_no_finding_rule
@@ -56,7 +58,7 @@ class ExpertStageSettings:
     """Training settings, saved beside the weights (the encoder too: null = the packaged MiniLM)."""
 
     encoder: str | None = None
-    min_positives: int = 40
+    min_positives: int = 80
     epochs: int = 40
     batch_size: int = 64
     learning_rate: float = 1e-2
@@ -180,3 +182,30 @@ def train_expert_stage(texts: Sequence[str], teacher: Sequence[Labels], expert_p
     (path / SETTINGS_FILE).write_text(json.dumps({"settings": asdict(settings), "observations": observations, "training": summary}, indent=2) + "\n")
     log.info("expert stage: %s", summary)
     return ExpertStage(embedder, head)
+
+
+def load_expert_stage(model_dir: str | None, threads: int | None = None) -> ExpertStage | None:
+    """A trained labeler's expert stage, or None where it has none."""
+    if not model_dir:
+        return None
+    log.info("expert stage: labels corrected by the learned model in %s", model_dir)
+    return ExpertStage.load(model_dir, threads)
+
+
+def apply_expert_stage(stage: ExpertStage | None, texts: Sequence[str], labeled: list[Labeled]) -> list[Labeled]:
+    """``labeled`` (the labels of ``texts``) corrected by ``stage``, if any."""
+    return labeled if stage is None else stage.correct(texts, labeled)
+
+
+def train_expert_stage_on_split(reports_path: str, silver_path: str, expert_path: str, out_dir: str, settings: ExpertStageSettings) -> ExpertStage:
+    """Train on the expert-labeled training reports (``expert_path``: the targets rule's expert
+    labels of the train split), their silver labels (``silver_path``: the teacher's) and texts. A
+    training report without expert labels is left out: positive-only labels that are absent say
+    nothing, they are not all negative."""
+    reports = pl.read_parquet(reports_path, columns=["study_id", "split", "text"]).filter(pl.col("split") == "train")
+    expert, _ = read_labels(expert_path)
+    train = reports.join(expert.select("study_id", *OBSERVATIONS), on="study_id", how="inner", maintain_order="left")
+    silver = pl.read_parquet(silver_path, columns=["study_id", *OBSERVATIONS])
+    teacher = train.select("study_id").join(silver, on="study_id", how="left", maintain_order="left").drop("study_id")
+    positive = train.select((pl.col(name) == 1).fill_null(False) for name in OBSERVATIONS).to_numpy()
+    return train_expert_stage(train["text"].to_list(), teacher.to_dicts(), positive, out_dir, settings)

@@ -45,6 +45,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, DynamicCache, PreT
 
 from cxrlabel.instruct import WORD_TO_CODE, CompletionFormat, Parsed, PromptSettings, parse_completion, quote_text, serialize_labels, units_of
 from cxrlabel.labelers import Evidence, EvidenceMap, Labeled, Labels, ScoreMap, combine_scores
+from cxrlabel.labelers.expert_stage import ExpertStage, apply_expert_stage, load_expert_stage
 from cxrlabel.labelers.no_finding import NoFindingModel, apply_no_finding_model, load_no_finding
 from cxrlabel.observations import OBSERVATIONS, aggregate_mentions
 from cxrlabel.text import sentence_spans
@@ -214,11 +215,13 @@ class LLMLabeler:
 
     def __init__(
         self, model_dir: str, name: str = "llm", batch_size: int = 256, max_new_tokens: int | None = None, threads: int | None = None, copy_quotes: bool = True,
-        no_finding: str | None = None,
+        no_finding: str | None = None, expert_stage: str | None = None,
     ) -> None:
         """``max_new_tokens``: the answers' room, by default the model's own (:class:`PromptSettings`).
         ``no_finding``: the folder of a learned No Finding model (:mod:`cxrlabel.labelers.no_finding`):
-        No Finding is then positive only where that model also finds the report normal."""
+        No Finding is then positive only where that model also finds the report normal.
+        ``expert_stage``: the folder of an expert stage (:mod:`cxrlabel.labelers.expert_stage`),
+        which then corrects the labels (after the No Finding model, if any)."""
         prompt = read_llm_settings(model_dir)  # first: a folder that is no labeler's gets a clear error
         if threads:
             torch.set_num_threads(threads)
@@ -226,6 +229,7 @@ class LLMLabeler:
         model.eval()
         self._use(model, AutoTokenizer.from_pretrained(model_dir, padding_side="left"), prompt, name, batch_size, max_new_tokens, copy_quotes)
         self.no_finding = load_no_finding(no_finding, threads)
+        self.expert_stage = load_expert_stage(expert_stage, threads)
 
     @classmethod
     def of(cls, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompt: PromptSettings, name: str = "llm", batch_size: int = 256, max_new_tokens: int | None = None) -> LLMLabeler:
@@ -251,6 +255,7 @@ class LLMLabeler:
         self.copy_quotes = copy_quotes and self.provides_evidence
         self._pieces: list[str] | None = None
         self.no_finding: NoFindingModel | None = None
+        self.expert_stage: ExpertStage | None = None
         if not self.certainty:
             log.warning("%s: the certainty words share their first token: labels get no scores", name)
 
@@ -481,4 +486,4 @@ class LLMLabeler:
             scores = combine_scores(labels, [(parsed[unit].labels, scored[unit]) for unit in report])
             found, misses = self.evidence(text, labels, [parsed[unit] for unit in report]) if evidence and self.provides_evidence else (None, 0)
             results.append(Labeled(labels, format_error=errors, fallback_used=errors, truncated=any(cut[unit] for unit in report), evidence=found, scores=scores, evidence_miss=misses))
-        return apply_no_finding_model(self.no_finding, texts, results)
+        return apply_expert_stage(self.expert_stage, texts, apply_no_finding_model(self.no_finding, texts, results))

@@ -298,8 +298,8 @@ def test_two_appends_at_once_are_two_whole_lines(tmp_path):
         for thread in threads:
             thread.join()
     assert sorted(int(row["a"]) for row in judgement_rows(tmp_path / "log.csv")) == list(range(20))
-    with pytest.raises(ValueError, match="not"):
-        AppendOnlyCsv(tmp_path / "log.csv", ("a", "b")).append({"b": "1", "a": "2", "c": "3"})
+    with AppendOnlyCsv(tmp_path / "log.csv", ("a", "b")) as log, pytest.raises(ValueError, match="not"):
+        log.append({"b": "1", "a": "2", "c": "3"})  # by name, and every column only
 
 
 def test_other_host_names_are_refused_and_nothing_of_the_review_is_served(review):

@@ -6,6 +6,8 @@
 
 from snakemake.utils import min_version, validate
 
+from cxrlabel.workflow_config import check_config
+
 min_version("9.0")
 
 
@@ -13,6 +15,8 @@ configfile: "config/config.yaml"
 
 
 validate(config, "workflow/schemas/config.schema.yaml")
+# what spans several keys (split fractions summing to 1, the figures' labelers evaluated), before the DAG
+check_config(config)
 
 
 include: "rules/common.smk"

@@ -4,11 +4,19 @@ submissions, and judgements that the preferences rule reads (the browser test: t
 from __future__ import annotations
 
 import csv
+import http.client
 import os
+import resource
+import signal
+import subprocess
+import threading
+from types import SimpleNamespace
 
 import polars as pl
 import pytest
+from review_browser import ReviewServer, free_port
 
+from cxrlabel.cli import main
 from cxrlabel.instruct import PromptSettings
 from cxrlabel.io.records import BadInputError, DropLog
 from cxrlabel.review.app import create_app
@@ -70,7 +78,8 @@ def review(tmp_path):
     pairs = write_pairs(tmp_path / "pairs.csv")
     judgements = tmp_path / "judgements.csv"
     app = create_app(tmp_path / "pairs.csv", judgements)
-    return {"client": app.test_client(), "pairs": pairs, "judgements": judgements, "dir": tmp_path}
+    yield {"client": app.test_client(), "app": app, "pairs": pairs, "judgements": judgements, "dir": tmp_path}
+    app.extensions["judgements"].close()
 
 
 def form_of(page: str) -> dict[str, str]:
@@ -115,7 +124,7 @@ def test_submissions_are_checked_and_written_once_and_a_restart_resumes(review, 
     for data, status, message in refusals:
         response = client.post("/annotate/Dr A", data=data)
         assert response.status_code == status and message in response.get_data(as_text=True), data
-    assert not judgements.exists()
+    assert judgement_rows(judgements) == []  # the header, written at start
     assert client.get("/annotate/<script>").status_code == 400  # names are checked too
     response = client.post("/annotate/Dr A", data=form | {"choice": "a", "comment": " left   effusion\nmissed "})
     assert response.status_code == 303 and response.headers["Location"].endswith("/annotate/Dr%20A") and len(synced) == 1
@@ -128,12 +137,14 @@ def test_submissions_are_checked_and_written_once_and_a_restart_resumes(review, 
                                           "annotator": "Dr A", "pair_id": first["pair_id"], "comment": "left effusion missed", "judged_at": ""}
     client.post("/annotate/Dr A", data=form_of(client.get("/annotate/Dr A").get_data(as_text=True)) | {"choice": "tie"})
     assert f"Pair 3 of {pairs.height}" in client.get("/annotate/Dr A").get_data(as_text=True)
+    review["app"].extensions["judgements"].close()  # the first server stops
     restarted = create_app(review["dir"] / "pairs.csv", judgements).test_client()
     assert f"Pair 3 of {pairs.height}" in restarted.get("/annotate/Dr A").get_data(as_text=True)
     assert f"Pair 1 of {pairs.height}" in restarted.get("/annotate/Dr B").get_data(as_text=True)  # each annotator judges every pair
     stale = restarted.post("/annotate/Dr A", data=form_of(page) | {"choice": "b"})
     assert stale.status_code == 403  # a page from before the restart: reload, nothing written
     assert len(judgement_rows(judgements)) == 2
+    restarted.application.extensions["judgements"].close()
 
 
 def test_a_regenerated_review_set_resumes_at_the_first_pair_not_judged_by_its_content(tmp_path):
@@ -150,6 +161,7 @@ def test_a_regenerated_review_set_resumes_at_the_first_pair_not_judged_by_its_co
     for _ in range(2):
         page = client.get("/annotate/dr-a").get_data(as_text=True)
         client.post("/annotate/dr-a", data=form_of(page) | {"choice": "a"})
+    client.application.extensions["judgements"].close()
     new = write("new.csv", [
         ("p00001", "s2", "t2", OUTPUTS[0], OUTPUTS[3]),
         ("p00002", "s0", "t0", OUTPUTS[1], OUTPUTS[0]),  # judged, its sides swapped
@@ -165,6 +177,7 @@ def test_a_regenerated_review_set_resumes_at_the_first_pair_not_judged_by_its_co
     assert form_of(client.get("/annotate/dr-a").get_data(as_text=True))["pair_id"] == "p00004"
     assert [row["pair_id"] for row in judgement_rows(judgements)] == ["p00001", "p00002", "p00001"]
     assert form_of(client.get("/annotate/dr-b").get_data(as_text=True))["pair_id"] == "p00001"
+    client.application.extensions["judgements"].close()
 
 
 def test_the_preferences_rule_pairs_a_and_b_and_counts_ties_and_skips(review):
@@ -193,7 +206,185 @@ def test_without_a_judgements_file_the_preferences_job_says_how_to_produce_one(t
 def test_evidence_format_outputs_show_their_words_and_quotes_as_text(tmp_path):
     outputs = ['{"Pleural Effusion": ["positive", "<b>left</b> effusion"], "No Finding": "positive"}', '{"Pleural Effusion": "negative"}']
     blinded_pairs(["s0"], [MALICIOUS], [outputs], max_pairs=1, seed=0).write_csv(tmp_path / "pairs.csv")
-    page = create_app(tmp_path / "pairs.csv", tmp_path / "judgements.csv").test_client().get("/annotate/dr-a").get_data(as_text=True)
+    app = create_app(tmp_path / "pairs.csv", tmp_path / "judgements.csv")
+    page = app.test_client().get("/annotate/dr-a").get_data(as_text=True)
+    app.extensions["judgements"].close()
     assert "not a well-formed label set" not in page
     assert '<q class="quote">&lt;b&gt;left&lt;/b&gt; effusion</q>' in page and "<b>left</b>" not in page
     assert page.count('<tr class="differs">') == 2  # Pleural Effusion and No Finding
+
+
+# The judgements file and the server, as real use finds them (issue 32): each case refused at
+# start with the file named, or answered without harm; the audit page shares these pieces.
+
+def judgements_text(columns=JUDGEMENT_COLUMNS, rows=(("s1", "x", "y", "a", "dr-a", "p1", "", "2026-01-01T00:00:00+00:00"),)) -> str:
+    return "".join(",".join(fields) + "\r\n" for fields in (columns, *rows))
+
+
+@pytest.mark.parametrize(
+    ("content", "problem"),
+    [
+        (judgements_text(columns=("study_id", "output_a", "output_b", "annotator", "preferred", "pair_id", "comment", "judged_at")),
+         "line 1 (header): not exactly study_id,output_a,output_b,preferred,annotator,pair_id,comment,judged_at"),
+        (judgements_text().removesuffix("\r\n"), "the last line does not end with a line break"),
+    ],
+    ids=["columns_in_another_order", "no_final_newline"],
+)
+def test_a_judgements_file_that_appends_would_corrupt_is_refused_at_start(tmp_path, content, problem):
+    write_pairs(tmp_path / "pairs.csv")
+    judgements = tmp_path / "judgements.csv"
+    judgements.write_bytes(content.encode())
+    with pytest.raises(BadInputError) as error:
+        create_app(tmp_path / "pairs.csv", judgements)
+    assert str(error.value).startswith(f"{judgements}: ") and problem in str(error.value)
+    assert judgements.read_bytes() == content.encode()  # left as it was
+    assert MALICIOUS not in str(error.value)
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "a_directory"])
+def test_an_unwritable_judgements_path_is_refused_at_start(tmp_path, where):
+    write_pairs(tmp_path / "pairs.csv")
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    judgements = tmp_path / "afile/judgements.csv" if where == "under_a_file" else tmp_path / "adir"
+    with pytest.raises(BadInputError, match="cannot be opened for writing"):
+        create_app(tmp_path / "pairs.csv", judgements)
+
+
+def test_a_second_server_on_the_same_judgements_file_is_refused(review):
+    with pytest.raises(BadInputError, match="another server is writing to this file"):
+        create_app(review["dir"] / "pairs.csv", review["judgements"])
+    review["app"].extensions["judgements"].close()
+    create_app(review["dir"] / "pairs.csv", review["judgements"]).extensions["judgements"].close()  # free once the first has stopped
+
+
+def test_a_full_disk_during_an_append_leaves_the_file_whole_and_says_so(review):
+    """A write cut short by the kernel (the file size limit: as a full disk, a partial write, then
+    an error) is rolled back and answered 503; the retry is written whole, and both the server
+    and the preferences rule read the file afterwards."""
+    client, judgements = review["client"], review["judgements"]
+    client.post("/annotate/dr-a", data=form_of(client.get("/annotate/dr-a").get_data(as_text=True)) | {"choice": "a"})
+    before = judgements.read_bytes()
+    form = form_of(client.get("/annotate/dr-a").get_data(as_text=True)) | {"choice": "b"}
+    limits = resource.getrlimit(resource.RLIMIT_FSIZE)
+    handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (len(before) + 20, limits[1]))
+    try:
+        full = client.post("/annotate/dr-a", data=form)
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, limits)
+        signal.signal(signal.SIGXFSZ, handler)
+    message = full.get_data(as_text=True)
+    assert full.status_code == 503 and "nothing was saved" in message and "submit this judgement again" in message and str(judgements) in message
+    assert judgements.read_bytes() == before
+    assert client.post("/annotate/dr-a", data=form).status_code == 303  # the retry
+    rows = judgement_rows(judgements)
+    assert [row["preferred"] for row in rows] == ["a", "b"] and all(len(row) == len(JUDGEMENT_COLUMNS) for row in rows)
+    review["app"].extensions["judgements"].close()
+    restarted = create_app(review["dir"] / "pairs.csv", judgements)
+    assert "Pair 3 of" in restarted.test_client().get("/annotate/dr-a").get_data(as_text=True)
+    restarted.extensions["judgements"].close()
+    reports = review["pairs"].select("study_id", "text").unique("study_id")
+    assert read_human_judgements(str(judgements), reports, PromptSettings("mentioned"), DropLog()).height == 2
+
+
+def test_two_appends_at_once_are_two_whole_lines(tmp_path):
+    from cxrlabel.review.csvfile import AppendOnlyCsv  # here: the module is new in issue 32, so the other tests also run on the code before it
+
+    with AppendOnlyCsv(tmp_path / "log.csv", ("a", "b")) as log:
+        threads = [threading.Thread(target=log.append, args=({"a": str(i), "b": "x\ny," * 50},)) for i in range(20)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert sorted(int(row["a"]) for row in judgement_rows(tmp_path / "log.csv")) == list(range(20))
+    with AppendOnlyCsv(tmp_path / "log.csv", ("a", "b")) as log, pytest.raises(ValueError, match="not"):
+        log.append({"b": "1", "a": "2", "c": "3"})  # by name, and every column only
+
+
+def test_other_host_names_are_refused_and_nothing_of_the_review_is_served(review):
+    client = review["client"]
+    for path in ("/", "/annotate/dr-a", "/static/review.js"):
+        refused = client.get(path, headers={"Host": "attacker.example"})
+        body = refused.get_data(as_text=True)
+        assert refused.status_code == 421 and 'name="token"' not in body and "Report" not in body, path
+    assert client.post("/annotate/dr-a", headers={"Host": "attacker.example:8000"}, data={"choice": "a"}).status_code == 421
+    for host in ("localhost", "127.0.0.1:8000", "[::1]:8000", "LOCALHOST:8000"):
+        assert client.get("/annotate/dr-a", headers={"Host": host}).status_code == 200, host
+
+
+def test_a_token_is_valid_for_the_annotator_it_was_issued_for_only(review):
+    client, judgements = review["client"], review["judgements"]
+    alice = form_of(client.get("/annotate/alice").get_data(as_text=True))
+    refused = client.post("/annotate/mallory", data=alice | {"choice": "a"})
+    assert refused.status_code == 403 and "another annotator" in refused.get_data(as_text=True)
+    assert judgement_rows(judgements) == []
+    assert client.post("/annotate/alice", data=alice | {"choice": "a"}).status_code == 303
+
+
+def test_every_response_forbids_framing_and_content_from_elsewhere(review):
+    client = review["client"]
+    responses = [client.get("/"), client.get("/annotate/dr-a"), client.get("/static/review.js"), client.post("/annotate/dr-a", data={}),
+                 client.get("/", headers={"Host": "attacker.example"})]
+    for response in responses:
+        csp = response.headers.get("Content-Security-Policy", "")
+        assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp, response.status
+        assert response.headers.get("X-Frame-Options") == "DENY" and response.headers.get("X-Content-Type-Options") == "nosniff"
+
+
+def test_a_remote_server_needs_its_access_token(tmp_path):
+    from cxrlabel.review.web import host_names  # new in issue 32, as above
+
+    write_pairs(tmp_path / "pairs.csv")
+    with pytest.raises(ValueError, match="--allow-remote"):
+        host_names("0.0.0.0")
+    with pytest.raises(ValueError, match="--server-name"):
+        host_names("0.0.0.0", allow_remote=True)
+    hosts = host_names("0.0.0.0", ["review.example"], allow_remote=True)
+    app = create_app(tmp_path / "pairs.csv", tmp_path / "judgements.csv", hosts, access_token="sesame")
+    client = app.test_client()
+    assert client.get("/", headers={"Host": "review.example"}).status_code == 401
+    assert client.get("/", headers={"Host": "localhost"}).status_code == 421
+    entered = client.get("/?access=sesame", headers={"Host": "review.example"})
+    assert entered.status_code == 303 and "HttpOnly" in entered.headers["Set-Cookie"] and "SameSite=Strict" in entered.headers["Set-Cookie"]
+    assert client.get("/annotate/dr-a", headers={"Host": "review.example"}).status_code == 200  # by the cookie
+    app.extensions["judgements"].close()
+
+
+@pytest.mark.parametrize(
+    ("options", "problem"),
+    [
+        (["--port", "70000"], "--port: 70000: a TCP port is 1-65535"),
+        (["--host", "0.0.0.0"], "pass --allow-remote"),
+        (["--judgements", "{tmp}/pairs.csv/judgements.csv"], "cannot be opened for writing"),
+    ],
+    ids=["port_out_of_range", "remote_host_without_allow_remote", "unwritable_judgements"],
+)
+def test_review_options_are_checked_before_anything_is_served(tmp_path, monkeypatch, capsys, options, problem):
+    import werkzeug.serving
+
+    write_pairs(tmp_path / "pairs.csv")
+    served = []
+    monkeypatch.setattr(werkzeug.serving, "make_server", lambda *args, **kwargs: served.append(args) or SimpleNamespace(server_port=args[1], serve_forever=lambda: None))
+    arguments = ["review", "--pairs", str(tmp_path / "pairs.csv"), "--judgements", str(tmp_path / "j.csv"), *(o.format(tmp=tmp_path) for o in options)]
+    try:
+        status = main(arguments)
+    except SystemExit as exit:  # argparse's own refusal
+        status = exit.code
+    assert status == 2 and problem in capsys.readouterr().err and served == []
+
+
+def test_the_real_server_answers_its_own_host_names_only_and_one_per_judgements_file(tmp_path):
+    write_pairs(tmp_path / "pairs.csv")
+    judgements = tmp_path / "judgements.csv"
+    port = free_port()
+    server = ReviewServer(tmp_path / "pairs.csv", judgements, port, tmp_path / "server.log").start()
+    try:
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        connection.request("GET", "/annotate/dr-a", headers={"Host": f"attacker.example:{port}"})
+        response = connection.getresponse()
+        assert response.status == 421 and b"token" not in response.read()
+        second = subprocess.run([*server.args[:-1], str(free_port())], capture_output=True, text=True, timeout=60)
+        assert second.returncode == 2 and f"{judgements}: another server is writing to this file" in second.stderr
+    finally:
+        server.kill()

@@ -17,6 +17,23 @@ from snakemake_runs import job_blocks, overlay, snakemake
 
 from cxrlabel.instruct import PERTURBED_PREFIX
 
+SCHEMA = ROOT / "workflow/schemas/config.schema.yaml"
+SHIPPED = [(), ("config/openi.yaml",), ("config/mimic.yaml",), ("config/smoke.yaml",)]
+
+
+def checked_config(*overlays: str | dict) -> dict:
+    """config/config.yaml with ``overlays`` over it (as --configfile does), validated as the Snakefile does."""
+    from snakemake.utils import update_config, validate
+
+    from cxrlabel.workflow_config import check_config
+
+    config = yaml.safe_load((ROOT / "config/config.yaml").read_text())
+    for extra in overlays:
+        update_config(config, extra if isinstance(extra, dict) else yaml.safe_load((ROOT / extra).read_text()))
+    validate(config, str(SCHEMA))
+    check_config(config)
+    return config
+
 def test_lint_is_clean():
     result = snakemake("--lint", check=False)
     assert "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
@@ -141,3 +158,87 @@ def test_the_sentence_unit_runs_through_the_whole_dag(tmp_path):
     agreement = pl.read_csv(results / "tables/table7_agreement_with_silver.csv")
     assert agreement.columns == ["observation", "rule", "sft", "ppo", "grpo", "metric"]
     assert (agreement.filter(pl.col("observation") == "Average")["rule"] == 1.0).all()  # the silver labels are the rule labeler's
+
+
+@pytest.mark.parametrize("overlays", SHIPPED, ids=["config", "openi", "mimic", "smoke"])
+def test_the_shipped_configs_pass_the_schema_and_the_cross_key_checks(overlays):
+    checked_config(*overlays)
+
+
+@pytest.mark.parametrize(
+    ("extra", "where"),
+    [
+        ({"llm": {"sft": {"num_train_epochs": -1}}}, "['llm']['sft']['num_train_epochs']"),
+        ({"llm": {"sft": {"num_train_epochs": "eight"}}}, "['llm']['sft']['num_train_epochs']"),
+        ({"llm": {"sft": {"num_train_epoch": 8}}}, "'num_train_epoch' was unexpected"),
+        ({"llm": {"sft": {"learning_rate": 0}}}, "['llm']['sft']['learning_rate']"),
+        ({"llm": {"sft": {"lr_scheduler_type": "cosin"}}}, "['llm']['sft']['lr_scheduler_type']"),
+        ({"rlhf": {"ppo": {"total_episodes": -64}}}, "['rlhf']['ppo']['total_episodes']"),
+        ({"rlhf": {"ppo": {"kl_coeff": 0.05}}}, "'kl_coeff' was unexpected"),
+        ({"rlhf": {"grpo": {"num_generations": 1}}}, "['rlhf']['grpo']['num_generations']"),
+        ({"rlhf": {"rloo": {"max_step": 16}}}, "'max_step' was unexpected"),
+        ({"rlhf": {"reward": {"per_device_train_batch_size": 0}}}, "['rlhf']['reward']['per_device_train_batch_size']"),
+        ({"expert": {"second_stage": {"llm": {"num_train_epochs": -2}}}}, "['expert']['second_stage']['llm']['num_train_epochs']"),
+        ({"expert": {"second_stage": {"bert": {"epoch": 2}}}}, "'epoch' was unexpected"),
+        ({"figures": {"labels": {"spt": "LLM"}}}, "['figures']['labels']"),
+        ({"resources": {"sfft": {"threads": 4}}}, "['resources']"),
+    ],
+)
+def test_the_schema_types_every_trainer_and_refuses_unknown_keys_naming_the_key(extra, where):
+    from snakemake.exceptions import WorkflowError
+
+    with pytest.raises(WorkflowError) as error:
+        checked_config(extra)
+    message = str(error.value)
+    assert "ValidationError" in message or "validating" in message
+    assert where in message.replace('"', "'"), message[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("extra", "problem"),
+    [
+        ({"demo": {"split_fractions": [0.1, 0.1, 0.1]}}, "demo.split_fractions: the train, validate and test fractions sum to 0.3, not 1"),
+        ({"demo": {"split_fractions": [1, 1, 1]}}, "demo.split_fractions: the train, validate and test fractions sum to 3, not 1"),
+        ("config/openi.yaml", None),  # the overlay below
+        ({"figures": {"reference": "grpo"}}, "figures.reference: 'grpo' is not evaluated (evaluation.labelers: rule, bert, sft, ppo)"),
+        ({"figures": {"baselines": ["rule", "rloo"]}}, "figures.baselines: 'rloo' is not evaluated"),
+        ({"figures": {"baselines": ["rule", "sft"]}}, "figures.baselines: 'sft' is figures.reference"),
+        ({"evaluation": {"labelers": ["rule", "bert", "sft", "grpo"]}, "rlhf": {"grpo": {"num_generations": 3}}}, "rlhf.grpo.num_generations: 3 does not divide the batch of 8"),
+    ],
+)
+def test_rules_across_keys_are_checked_before_the_dag_naming_the_key(extra, problem):
+    from cxrlabel.workflow_config import ConfigError
+
+    overlays = ["config/openi.yaml", {"corpus": {"openi": {"split_fractions": {"train": 1, "validate": 1, "test": 1}}}}] if problem is None else [extra]
+    with pytest.raises(ConfigError) as error:
+        checked_config(*overlays)
+    assert str(error.value).startswith(problem or "corpus.openi.split_fractions: the train, validate and test fractions sum to 3, not 1")
+
+
+def test_the_snakefile_stops_at_a_cross_key_error_before_planning(tmp_path):
+    result = snakemake("-n", "--configfile", overlay(tmp_path, {"figures": {"reference": "grpo"}}), check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0 and "figures.reference: 'grpo' is not evaluated" in output and "Building DAG" not in output, output[-2000:]
+
+
+def test_the_trainer_fields_are_trl_config_fields_and_the_resources_name_rules():
+    """Each trainer's fields in the schema are fields of the TRL config it is passed to (dtype
+    aside), and resources' keys are the workflow's rules: the schema refuses nothing real."""
+    import dataclasses
+
+    from transformers.trainer_utils import SchedulerType
+    from transformers.training_args import OptimizerNames
+    from trl import GRPOConfig, RewardConfig, RLOOConfig, SFTConfig
+    from trl.experimental.ppo import PPOConfig
+
+    defs = yaml.safe_load(SCHEMA.read_text())["$defs"]
+    common = set(defs["training_arguments"]["properties"]) - {"dtype"}
+    for name, classes in {"sft_config": [SFTConfig], "reward_config": [RewardConfig], "ppo_config": [PPOConfig], "group_config": [GRPOConfig, RLOOConfig]}.items():
+        for config_class in classes:
+            fields = {field.name for field in dataclasses.fields(config_class)}
+            assert common | set(defs[name]["properties"]) <= fields, (name, config_class.__name__, (common | set(defs[name]["properties"])) - fields)
+    assert set(defs["training_arguments"]["properties"]["optim"]["enum"]) <= {o.value for o in OptimizerNames}
+    assert set(defs["training_arguments"]["properties"]["lr_scheduler_type"]["enum"]) <= {s.value for s in SchedulerType}
+    rules = set(re.findall(r"^(?:local)?rule (\w+):", "".join(path.read_text() for path in (ROOT / "rules").glob("*.smk")), re.MULTILINE))
+    named = set(yaml.safe_load(SCHEMA.read_text())["properties"]["resources"]["propertyNames"]["enum"])
+    assert named == rules | {"max_threads", "default"}

@@ -217,6 +217,13 @@ def positive_int(text: str) -> int:
     return value
 
 
+def port_number(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value}: a TCP port is 1-65535")
+    return value
+
+
 class Terminated(BaseException):
     """SIGTERM, raised where the process is, so that the partial output is removed on the way out."""
 
@@ -257,15 +264,19 @@ def main(argv: list[str] | None = None) -> int:
     review = commands.add_parser("review", help="serve the page on which radiologists judge pairs of label outputs")
     review.add_argument("--pairs", type=Path, required=True, help="the review set (review/pairs.csv of the review_set rule)")
     review.add_argument("--judgements", type=Path, required=True, help="CSV the judgements are appended to (rlhf.human_judgements)")
-    review.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
-    review.add_argument("--port", type=int, default=8000)
+    review.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only; another needs --allow-remote)")
+    review.add_argument("--port", type=port_number, default=8000, help="TCP port, 1-65535 (default 8000)")
+    review.add_argument("--allow-remote", action="store_true", help="allow a --host beyond this machine: every request then needs the access "
+                        "token in the link printed at start")
+    review.add_argument("--server-name", action="append", default=[], help="a host name annotators open the page by (the Host header; "
+                        "default: the --host address, and localhost on this machine); repeatable")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         if args.command == "review":
             from cxrlabel.review.app import serve
 
-            serve(args.pairs, args.judgements, args.host, args.port)
+            serve(args.pairs, args.judgements, args.host, args.port, args.allow_remote, args.server_name)
             return 0
         if args.max_new_tokens is not None and args.labeler != "llm":
             raise ValueError("--max-new-tokens: for --labeler llm only")

@@ -9,8 +9,11 @@ shown (:class:`~cxrlabel.review.pairs.JudgementStore`), and the page always show
 first pair not yet judged (by its report and outputs, so also in a regenerated review set), so a
 reload, a restart or another day resumes where they stopped.
 
-Every form carries the server's token (a page from another site, or from before a restart, is
-refused) and the pair it judges (a replayed or stale submission is refused, nothing written).
+Every form carries a token made for its annotator by this run of the server (a page from another
+site, for another annotator, or from before a restart, is refused) and the pair it judges (a
+replayed or stale submission is refused, nothing written). Host names, the access token of a
+remote server and the security headers: :mod:`cxrlabel.review.web`; the judgements file's checks
+at start, lock and whole-line appends: :mod:`cxrlabel.review.csvfile`.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import logging
 import re
 import secrets
+from collections.abc import Collection
 from pathlib import Path
 
 from flask import Flask, abort, redirect, render_template, request, url_for
@@ -25,7 +29,9 @@ from werkzeug.exceptions import HTTPException
 
 from cxrlabel.instruct import CODE_TO_WORD, Parsed, parse_completion
 from cxrlabel.observations import OBSERVATIONS
+from cxrlabel.review.csvfile import AppendFailed
 from cxrlabel.review.pairs import CHOICES, JudgementStore, pair_key, read_pairs
+from cxrlabel.review.web import LOOPBACK, FormTokens, host_names, protect, serve_app
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +63,18 @@ def malformed(parsed: Parsed) -> str | None:
     return "; ".join(problems) or None
 
 
-def create_app(pairs_path: str | Path, judgements_path: str | Path) -> Flask:
-    """The review app for the pairs at ``pairs_path``, appending to ``judgements_path``."""
+def create_app(pairs_path: str | Path, judgements_path: str | Path, hosts: Collection[str] = LOOPBACK, access_token: str | None = None) -> Flask:
+    """The review app for the pairs at ``pairs_path``, appending to ``judgements_path`` (opened,
+    checked and locked here: ``app.extensions["judgements"]``, a :class:`JudgementStore`), answering
+    the host names ``hosts`` (and, with ``access_token``, requests that carry it only)."""
     pairs = read_pairs(pairs_path).to_dicts()
     by_id = {pair["pair_id"]: pair for pair in pairs}
     store = JudgementStore(judgements_path)
-    token = secrets.token_urlsafe(16)
+    tokens = FormTokens()
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = 64 * 1024
+    app.extensions["judgements"] = store
+    protect(app, hosts, access_token)
 
     def annotator_name(name: str) -> str:
         if not ANNOTATOR_NAME.fullmatch(name):
@@ -93,15 +103,15 @@ def create_app(pairs_path: str | Path, judgements_path: str | Path) -> Flask:
         a, b = (parse_output(pair[side]) for side in ("output_a", "output_b"))
         return render_template(
             "pair.html", annotator=annotator, pair=pair, rows=label_rows(a, b), malformed_a=malformed(a), malformed_b=malformed(b),
-            position=len(pairs) - len(pending) + 1, n_pairs=len(pairs), token=token, choices=CHOICES,
+            position=len(pairs) - len(pending) + 1, n_pairs=len(pairs), token=tokens.issue(annotator), choices=CHOICES,
         )
 
     @app.post("/annotate/<annotator>")
     def judge(annotator: str):
         annotator_name(annotator)
         form = request.form
-        if not secrets.compare_digest(form.get("token", ""), token):
-            abort(403, "this page is out of date (the server was restarted) or came from elsewhere: reload it and judge again")
+        if not tokens.valid(annotator, form.get("token", "")):
+            abort(403, "this page is out of date (the server was restarted), was made for another annotator or came from elsewhere: reload it and judge again")
         pair = by_id.get(form.get("pair_id", ""))
         if pair is None:
             abort(400, f"unknown pair_id {form.get('pair_id', '')!r}: not in the pairs file")
@@ -111,7 +121,12 @@ def create_app(pairs_path: str | Path, judgements_path: str | Path) -> Flask:
         comment = " ".join(form.get("comment", "").split())
         if len(comment) > MAX_COMMENT:
             abort(400, f"the comment is {len(comment)} characters: at most {MAX_COMMENT}")
-        if not store.append(pair, choice, annotator, comment):
+        try:
+            written = store.append(pair, choice, annotator, comment)
+        except AppendFailed as error:
+            log.error("%s", error)
+            abort(503, f"{error} (the file is as it was before): once the server's disk is fixed, submit this judgement again")
+        if not written:
             abort(409, f"{annotator} already judged pair {pair['pair_id']}: nothing was written (a resubmitted form); the next pair is on the annotation page")
         log.info("%s judged %s: %s", annotator, pair["pair_id"], choice)
         return redirect(url_for("annotate", annotator=annotator), code=303)
@@ -119,16 +134,11 @@ def create_app(pairs_path: str | Path, judgements_path: str | Path) -> Flask:
     return app
 
 
-def serve(pairs_path: str | Path, judgements_path: str | Path, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Run the review app until interrupted (a threaded server: several annotators at once)."""
-    from werkzeug.serving import make_server
-
-    app = create_app(pairs_path, judgements_path)
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("serving on %s: anyone who can reach this machine can read the reports and submit judgements", host)
-    server = make_server(host, port, app, threaded=True)
-    log.info("reviewing %s -> %s at http://%s:%d/ (Ctrl-C stops; every submitted judgement is already on disk)", pairs_path, judgements_path, host, server.server_port)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
+def serve(pairs_path: str | Path, judgements_path: str | Path, host: str = "127.0.0.1", port: int = 8000,
+          allow_remote: bool = False, server_names: Collection[str] = ()) -> None:
+    """Run the review app until interrupted. Beyond this machine (``allow_remote``) every request
+    needs an access token made here and printed in the page's link."""
+    hosts = host_names(host, tuple(server_names), allow_remote)
+    access_token = None if host in LOOPBACK else secrets.token_urlsafe(24)
+    app = create_app(pairs_path, judgements_path, hosts, access_token)
+    serve_app(app, host, port, hosts, access_token, f"reviewing {pairs_path} -> {judgements_path} (every acknowledged judgement is on disk)")

@@ -16,10 +16,8 @@ at the first pair whose report and outputs they have not judged.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import logging
-import os
 import random
 import threading
 from collections.abc import Sequence
@@ -30,6 +28,7 @@ from typing import Any
 import polars as pl
 
 from cxrlabel.io.records import BadInputError
+from cxrlabel.review.csvfile import AppendOnlyCsv
 from cxrlabel.sampling import CandidateSampler
 
 log = logging.getLogger(__name__)
@@ -111,22 +110,18 @@ def read_pairs(path: str | Path) -> pl.DataFrame:
 
 
 class JudgementStore:
-    """The judgements file, appended one judgement at a time and synced to disk before the call
-    returns: a killed server loses nothing that was acknowledged. Reading it back tells each
-    annotator's judged pairs (:func:`pair_key`), so a review resumes where it stopped, in this
-    review set or a regenerated one."""
+    """The judgements file (:class:`~cxrlabel.review.csvfile.AppendOnlyCsv`: checked and locked at
+    opening, each judgement one line synced to disk before the call returns, so a killed server
+    loses nothing that was acknowledged). Its rows tell each annotator's judged pairs
+    (:func:`pair_key`), so a review resumes where it stopped, in this review set or a regenerated one."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
+        self.file = AppendOnlyCsv(path, JUDGEMENT_COLUMNS)
+        self.path = self.file.path
         self.lock = threading.Lock()
         self.judged: dict[str, set[tuple[str, str, str]]] = {}
-        if self.path.exists() and self.path.stat().st_size > 0:
-            existing = pl.read_csv(self.path, infer_schema=False)
-            missing = [name for name in JUDGEMENT_COLUMNS if name not in existing.columns]
-            if missing:
-                raise BadInputError(f"{self.path}: line 1 (header): missing column(s) {missing}: not a judgements file of `cxrlabel review`")
-            for row in existing.iter_rows(named=True):
-                self.judged.setdefault(row["annotator"], set()).add(pair_key(row))
+        for row in self.file.rows:
+            self.judged.setdefault(row["annotator"], set()).add(pair_key(row))
 
     def judged_by(self, annotator: str) -> set[tuple[str, str, str]]:
         with self.lock:
@@ -134,7 +129,7 @@ class JudgementStore:
 
     def append(self, pair: dict[str, str], preferred: str, annotator: str, comment: str) -> bool:
         """Record one judgement; False (and nothing written) if ``annotator`` already judged the pair
-        (under any ``pair_id``)."""
+        (under any ``pair_id``). A failed write raises :class:`~cxrlabel.review.csvfile.AppendFailed`."""
         if preferred not in CHOICES:
             raise ValueError(f"preferred must be one of {CHOICES}, not {preferred!r}")
         row = {
@@ -144,14 +139,9 @@ class JudgementStore:
         with self.lock:
             if pair_key(pair) in self.judged.get(annotator, ()):
                 return False
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            new = not self.path.exists() or self.path.stat().st_size == 0
-            with self.path.open("a", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=JUDGEMENT_COLUMNS)
-                if new:
-                    writer.writeheader()
-                writer.writerow(row)
-                handle.flush()
-                os.fsync(handle.fileno())
+            self.file.append(row)
             self.judged.setdefault(annotator, set()).add(pair_key(pair))
             return True
+
+    def close(self) -> None:
+        self.file.close()

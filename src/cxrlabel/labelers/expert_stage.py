@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -36,13 +35,12 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 import torch
-from safetensors.torch import load_file, save_file
-from tqdm import tqdm
+from safetensors.torch import load_file
 
 from cxrlabel.embedding import Embedder
 from cxrlabel.io.labels import read_labels
 from cxrlabel.labelers import Labeled, Labels
-from cxrlabel.labelers.no_finding import bag_logsumexp, sentences_of
+from cxrlabel.labelers.no_finding import bag_logsumexp, fit_report_head, save_report_head, sentences_of
 from cxrlabel.observations import NO_FINDING, OBSERVATIONS, PATHOLOGIES, apply_no_finding_rule
 
 log = logging.getLogger(__name__)
@@ -156,7 +154,6 @@ def train_expert_stage(texts: Sequence[str], teacher: Sequence[Labels], expert_p
         raise ValueError(f"the expert stage needs an observation with at least {settings.min_positives} expert positives "
                          f"among the {len(texts)} training reports; none has")
     torch.manual_seed(settings.seed)
-    rng = random.Random(settings.seed)
     embedder = Embedder(settings.encoder, settings.threads)
     distinct, bags = sentences_of(texts)
     log.info("expert stage: %d training reports, %d distinct sentences, observations %s", len(texts), len(distinct), observations)
@@ -164,22 +161,10 @@ def train_expert_stage(texts: Sequence[str], teacher: Sequence[Labels], expert_p
     classes = label_classes(teacher, observations)
     target = torch.from_numpy(expert_positive[:, [OBSERVATIONS.index(name) for name in observations]].astype(np.float32))
     head = ExpertStageHead(embedder.dimension, observations)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    order = list(range(len(bags)))
-    for _ in tqdm(range(settings.epochs), desc="expert stage", unit="epoch", mininterval=5):
-        rng.shuffle(order)
-        for start in range(0, len(order), settings.batch_size):
-            batch = order[start : start + settings.batch_size]
-            logits = head(embeddings, [bags[i] for i in batch], classes[batch])
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits, target[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    path = Path(out_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, path / WEIGHTS_FILE)
-    summary = {"training_reports": len(texts), "positives": dict(zip(OBSERVATIONS, map(int, expert_positive.sum(axis=0)))), "final_loss": loss.item()}
-    (path / SETTINGS_FILE).write_text(json.dumps({"settings": asdict(settings), "observations": observations, "training": summary}, indent=2) + "\n")
+    final_loss = fit_report_head(head, lambda batch: head(embeddings, [bags[i] for i in batch], classes[batch]), target, settings, "expert stage")
+    summary = {"training_reports": len(texts), "positives": dict(zip(OBSERVATIONS, map(int, expert_positive.sum(axis=0)))), "final_loss": final_loss}
+    save_report_head(head, Path(out_dir) / WEIGHTS_FILE, Path(out_dir) / SETTINGS_FILE,
+                     {"settings": asdict(settings), "observations": observations, "training": summary})
     log.info("expert stage: %s", summary)
     return ExpertStage(embedder, head)
 

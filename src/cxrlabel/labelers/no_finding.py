@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -127,36 +127,49 @@ def apply_no_finding_model(model: NoFindingModel | None, texts: Sequence[str], l
     ]
 
 
+def fit_report_head(head: torch.nn.Module, logits_of: Callable[[list[int]], torch.Tensor], target: torch.Tensor, settings, desc: str) -> float:
+    """Fit ``head`` (AdamW, binary cross entropy) on mini-batches of report indices, shuffled each
+    epoch by ``settings.seed`` (``settings``: a head's training settings, with ``epochs``,
+    ``batch_size``, ``learning_rate``, ``weight_decay``): ``logits_of(batch)`` gives the batch's report logits against
+    ``target[batch]``. Returns the last batch's loss."""
+    rng = random.Random(settings.seed)
+    optimizer = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    order = list(range(len(target)))
+    for _ in tqdm(range(settings.epochs), desc=desc, unit="epoch", mininterval=5):
+        rng.shuffle(order)
+        for start in range(0, len(order), settings.batch_size):
+            batch = order[start : start + settings.batch_size]
+            loss = torch.nn.functional.binary_cross_entropy_with_logits(logits_of(batch), target[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+    return loss.item()
+
+
+def save_report_head(head: torch.nn.Module, weights_path: Path, record_path: Path, record: dict) -> None:
+    """Save a report-level head's weights and, beside them, its JSON record (settings, metrics)."""
+    weights_path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, weights_path)
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+
+
 def train_no_finding(texts: Sequence[str], normal: Sequence[bool], out_dir: str, settings: NoFindingSettings,
                      validate: tuple[Sequence[str], Sequence[bool]] | None = None) -> dict[str, float]:
     """Train the head on reports and whether the experts called each normal; save it to ``out_dir``
     with its settings and metrics (the F1 of "normal" on ``validate``, where given)."""
     torch.manual_seed(settings.seed)
-    rng = random.Random(settings.seed)
     embedder = Embedder(settings.encoder, settings.threads)
     distinct, bags = sentences_of(texts)
     log.info("no finding: %d training reports (%d normal), %d distinct sentences", len(texts), sum(normal), len(distinct))
     embeddings = torch.from_numpy(embedder.embed(distinct))
     abnormal = torch.tensor([not n for n in normal], dtype=torch.float32)
     head = torch.nn.Linear(embedder.dimension, 1)
-    optimizer = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    order = list(range(len(bags)))
-    for _ in tqdm(range(settings.epochs), desc="no finding head", unit="epoch", mininterval=5):
-        rng.shuffle(order)
-        for start in range(0, len(order), settings.batch_size):
-            batch = order[start : start + settings.batch_size]
-            loss = torch.nn.functional.binary_cross_entropy_with_logits(report_logits(head, embeddings, [bags[i] for i in batch]), abnormal[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-    metrics = {"training_reports": len(texts), "training_normal": int(sum(normal)), "final_loss": loss.item()}
+    final_loss = fit_report_head(head, lambda batch: report_logits(head, embeddings, [bags[i] for i in batch]), abnormal, settings, "no finding head")
+    metrics = {"training_reports": len(texts), "training_normal": int(sum(normal)), "final_loss": final_loss}
     if validate:
         predicted = NoFindingModel(embedder, head).normal(validate[0])
         metrics |= {"validate_reports": len(predicted), "validate_f1": _f1(validate[1], predicted)}
-    path = Path(out_dir)
-    path.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in head.state_dict().items()}, path / HEAD_FILE)
-    (path / SETTINGS_FILE).write_text(json.dumps({"settings": asdict(settings), "metrics": metrics}, indent=2) + "\n")
+    save_report_head(head, Path(out_dir) / HEAD_FILE, Path(out_dir) / SETTINGS_FILE, {"settings": asdict(settings), "metrics": metrics})
     log.info("no finding: %s", metrics)
     return metrics
 

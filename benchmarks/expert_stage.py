@@ -22,8 +22,9 @@ import numpy as np
 import polars as pl
 import yaml
 
-from cxrlabel.evaluation.metrics import extraction_counts, label_matrix, weighted_f1_from_counts
-from cxrlabel.evaluation.stats import bootstrap_headline, compare_labelers, percentile_interval, resample_weights
+from cxrlabel.evaluation.metrics import label_matrix, weighted_f1_from_counts
+from cxrlabel.evaluation.stats import compare_labelers
+from cxrlabel.evaluation.tables import confidence_table, score
 from cxrlabel.ingest import ingest_openi
 from cxrlabel.labelers import Labeled
 from cxrlabel.labelers.expert_stage import ExpertStageSettings, train_expert_stage
@@ -60,7 +61,7 @@ def as_table(study_ids: pl.Series, labeled: list[Labeled]) -> pl.DataFrame:
 
 
 def per_observation(gold: pl.DataFrame, table: pl.DataFrame) -> np.ndarray:
-    return weighted_f1_from_counts(extraction_counts(*label_matrix(gold, table)[:2], (1.0,)).sum(axis=0))
+    return weighted_f1_from_counts(score(gold, "positive_only", table).counts.sum(axis=0))
 
 
 train = reports["split"] == "train"
@@ -86,22 +87,21 @@ test_ids = test_gold["study_id"]
 tables = {"rule": rule, "rule + expert stage": as_table(test_ids, stages[chosen].correct(test_texts, test_rule))}
 for path in sorted(Path(args.results).glob("predictions/*.parquet")) if args.results else []:
     if not path.stem.endswith("_scores"):
-        texts, labeled, _ = split_of("test", pl.read_parquet(path))
         tables[path.stem] = pl.read_parquet(path)
+        texts, labeled, _ = split_of("test", tables[path.stem])
         tables[f"{path.stem} + expert stage"] = as_table(test_ids, stages[chosen].correct(texts, labeled))
 
-weights = resample_weights(test_gold.height, args.resamples, 0)
-counts = {name: extraction_counts(*label_matrix(test_gold, table)[:2], (1.0,)) for name, table in tables.items()}
-boots = {name: bootstrap_headline(c, weights) for name, c in counts.items()}
-f1 = {name: weighted_f1_from_counts(c.sum(axis=0)) for name, c in counts.items()}
+scored = {name: score(test_gold, "positive_only", table) for name, table in tables.items()}
+confidence, boots = confidence_table(scored, "positive_only", args.resamples, 0)
+f1 = {name: weighted_f1_from_counts(s.counts.sum(axis=0)) for name, s in scored.items()}
 print(f"\n## Test ({test_gold.height} reports), scored once: positive F1 against the indexers\n")
 print("| labeler | positive F1 | 95% CI | vs rule | paired bootstrap 95% CI | bootstrap p | t p | Wilcoxon p |")
 print("| --- | ---: | --- | ---: | --- | ---: | ---: | ---: |")
-for name in tables:
-    low, high = percentile_interval(boots[name])
+for row in confidence.iter_rows(named=True):
+    name = row["labeler"]
     versus = compare_labelers(f1[name], f1["rule"], boots[name], boots["rule"]) if name != "rule" else None
     paired = f"{versus.bootstrap_low:+.3f} to {versus.bootstrap_high:+.3f} | {versus.bootstrap_p_value:.3f} | {versus.t_p_value:.3f} | {versus.wilcoxon_p_value:.3f}" if versus else "- | - | - | -"
-    print(f"| {name} | {np.nanmean(f1[name]):.4f} | {low:.3f}-{high:.3f} | {np.nanmean(f1[name]) - np.nanmean(f1['rule']):+.4f} | {paired} |")
+    print(f"| {name} | {row['average']:.4f} | {row['ci_low']:.3f}-{row['ci_high']:.3f} | {row['average'] - np.nanmean(f1['rule']):+.4f} | {paired} |")
 g = label_matrix(test_gold, rule)[0]
 print("\n| observation | positives | " + " | ".join(tables) + " |\n| --- | ---: |" + " ---: |" * len(tables))
 for j, name in enumerate(OBSERVATIONS):

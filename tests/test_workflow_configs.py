@@ -110,7 +110,7 @@ def test_robustness_levers_can_be_chosen_on_the_validate_split(tmp_path):
 def test_invalid_combinations_are_refused_by_the_schema(tmp_path):
     """Sentence instructions are labeled by the rule labeler, human judgements compare whole reports,
     and a trainer's weights are float32 or bfloat16."""
-    for extra in ({"instruct": {"unit": "sentence"}}, {"instruct": {"recombined_reports": 10}},
+    for extra in ({"instruct": {"unit": "sentence", "labels": "corpus"}}, {"instruct": {"labels": "corpus", "recombined_reports": 10}},
                   {"instruct": {"unit": "sentence", "labels": "rule"}, "rlhf": {"judge": "human", "human_judgements": "j.csv"}},
                   {"rlhf": {"ppo": {"dtype": "float16"}}}):
         result = snakemake("-n", "--configfile", overlay(tmp_path, extra), check=False)

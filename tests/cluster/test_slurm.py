@@ -4,9 +4,11 @@ Needs the test cluster (`tests/cluster/slurm-cluster start`, as root); deselecte
 run with `pytest -m cluster` (CI does, under `timeout -s KILL`). The cluster advertises one
 fake GPU, so the overlay makes `sft` declare one, as it would on a GPU cluster.
 
-This is the one run of the embedded default in CI, exactly as `snakemake --cores all` runs it
-(the suite checks the DAG's mechanics on its miniature, config/smoke.yaml): so what its labelers
-learn is checked here too.
+This is the one run of the embedded default in CI, as `snakemake --cores all` runs it (the suite
+checks the DAG's mechanics on its miniature, config/smoke.yaml): so what its labelers learn is
+checked here too. One thread a job (`resources.max_threads: 1`), the faster layout on the test
+node's 2 CPUs, where a 2-thread job holds both: the same tables either way (docs/benchmarks.md,
+"The sentence unit as the embedded default").
 
 The fault: every attempt of the `bert_train` job is killed (SIGKILL to all of its processes, as
 the OOM killer or a crashing node would) a few seconds into its run, so the first invocation
@@ -98,7 +100,7 @@ def slurm_runs(tmp_path_factory) -> dict:
     except (OSError, subprocess.CalledProcessError) as error:
         pytest.fail(f"no Slurm cluster answers ({error}): start one with tests/cluster/slurm-cluster start")
     directory = tmp_path_factory.mktemp("slurm")
-    config = overlay(directory, {"resources": {GPU_RULE: {"gpu": 1}}})
+    config = overlay(directory, {"resources": {"max_threads": 1, GPU_RULE: {"gpu": 1}}})
     submitted_after = time.strftime("%Y-%m-%dT%H:%M:%S")
     started = time.monotonic()
     first_rc, killed = run_profile(config, directory / "first.log", kill_rule=KILLED_RULE)

@@ -10,11 +10,13 @@ checked here too. One thread a job (`resources.max_threads: 1`), the faster layo
 node's 2 CPUs, where a 2-thread job holds both: the same tables either way (docs/benchmarks.md,
 "The sentence unit as the embedded default").
 
-The fault: every attempt of the `bert_train` job is killed (SIGKILL to all of its processes, as
+The fault: every attempt of the `predict_bert` job is killed (SIGKILL to all of its processes, as
 the OOM killer or a crashing node would) a few seconds into its run, so the first invocation
 fails after the profile's retry; the same command then completes, rerunning only what did not
-finish. (The BERT classifier trains beside the LLM's chain: the rerun trains it while SFT runs,
-so the fault costs CI minutes less than one on the chain would.) (Not scancel: plugin 2.8.0 waits forever on a job that sacct reports as
+finish. (The BERT classifier trains beside the LLM's chain and its predictions start while SFT
+still runs, which the first invocation finishes: so the fault costs CI little beyond the rerun of
+one job, where a fault at BERT's training left a core idle for the base model's minutes and
+then retrained it.) (Not scancel: plugin 2.8.0 waits forever on a job that sacct reports as
 "CANCELLED by <uid>", see the README.)
 """
 
@@ -32,7 +34,7 @@ from snakemake_runs import job_blocks, overlay
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
-KILLED_RULE = "bert_train"
+KILLED_RULE = "predict_bert"
 GPU_RULE = "sft"
 PIPELINE_TIMEOUT_S = 40 * 60
 
@@ -105,7 +107,7 @@ def slurm_runs(tmp_path_factory) -> dict:
     started = time.monotonic()
     first_rc, killed = run_profile(config, directory / "first.log", kill_rule=KILLED_RULE)
     first_outputs = {path: path.stat().st_mtime for path in (directory / "results").rglob("*.parquet")}
-    killed_output_left = (directory / "results/models/bert").exists()
+    killed_output_left = any((directory / "results/predictions" / name).exists() for name in ("bert.parquet", "bert_scores.parquet"))
     second_rc, _ = run_profile(config, directory / "rerun.log")
     wall_s = time.monotonic() - started
     print(f"slurm: embedded default through --profile slurm in {wall_s:.0f} s (both invocations, {len(killed)} jobs killed)")

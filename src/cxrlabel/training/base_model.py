@@ -63,14 +63,15 @@ class OfflineModelError(RuntimeError):
     """A hub id was asked for while the hub may not be used."""
 
 
-def resolve_model_path(name_or_path: str, allow_download: bool) -> str:
-    """A local folder as is; a hub id only where downloads are allowed, else a clear error (never a hang)."""
+def resolve_model_path(name_or_path: str, allow_download: bool, setting: str = "llm.base") -> str:
+    """A local folder as is; a hub id only where downloads are allowed, else a clear error (never a
+    hang) naming ``setting``, the config key that gave it."""
     if Path(name_or_path).is_dir():
         return name_or_path
     if not allow_download:
+        allow = ", or set llm.allow_download: true where the hub is reachable" if setting == "llm.base" else ""
         raise OfflineModelError(
-            f"{name_or_path!r} is not a local folder and downloads are off (model.allow_download: false): "
-            "point model.base at a local copy, or allow the download where the hub is reachable"
+            f"{setting}: {name_or_path!r} is not a local folder and downloads are off: point {setting} at a local copy{allow}"
         )
     return name_or_path
 

@@ -38,7 +38,7 @@ def test_hub_ids_are_refused_offline_naming_the_setting():
     with pytest.raises(OfflineModelError, match=r"^llm\.base: .* downloads are off: point llm\.base at a local copy, or set llm\.allow_download: true"):
         resolve_model_path("Qwen/Qwen1.5-0.5B", allow_download=False)
     with pytest.raises(OfflineModelError, match=r"^labelers\.bert\.encoder: .* point labelers\.bert\.encoder at a local copy$"):
-        resolve_model_path("bert-base-uncased", allow_download=False, setting="labelers.bert.encoder")
+        resolve_model_path("bert-base-uncased", allow_download=False, setting="labelers.bert.encoder", download_setting=None)
 
 
 def test_sft_resumes_from_its_last_checkpoint(base, tmp_path, caplog):

@@ -334,7 +334,7 @@ def train_bert_on_split(encoder_path: str | None, reports_path: str, labels_path
     from cxrlabel.training.base_model import resolve_model_path
     from cxrlabel.training.selection import selection_reference
 
-    encoder_path = resolve_model_path(encoder_path, allow_download=False, setting="labelers.bert.encoder") if encoder_path else packaged_encoder()
+    encoder_path = resolve_model_path(encoder_path, False, setting="labelers.bert.encoder", download_setting=None) if encoder_path else packaged_encoder()
     labels, _ = read_labels(labels_path)
     reference = selection_reference(reports_path, silver_path or labels_path, gold_path)
     log.info("epochs are scored by the %s", reference.metric)

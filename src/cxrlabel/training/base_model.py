@@ -63,13 +63,16 @@ class OfflineModelError(RuntimeError):
     """A hub id was asked for while the hub may not be used."""
 
 
-def resolve_model_path(name_or_path: str, allow_download: bool, setting: str = "llm.base") -> str:
+def resolve_model_path(
+    name_or_path: str, allow_download: bool, setting: str = "llm.base", download_setting: str | None = "llm.allow_download"
+) -> str:
     """A local folder as is; a hub id only where downloads are allowed, else a clear error (never a
-    hang) naming ``setting``, the config key that gave it."""
+    hang) naming ``setting``, the config key that gave it, and ``download_setting``, the key that
+    allows its download (None: nothing does)."""
     if Path(name_or_path).is_dir():
         return name_or_path
     if not allow_download:
-        allow = ", or set llm.allow_download: true where the hub is reachable" if setting == "llm.base" else ""
+        allow = f", or set {download_setting}: true where the hub is reachable" if download_setting else ""
         raise OfflineModelError(
             f"{setting}: {name_or_path!r} is not a local folder and downloads are off: point {setting} at a local copy{allow}"
         )
